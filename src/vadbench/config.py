@@ -1,0 +1,298 @@
+"""Experiment params: strict loading, validation and the run grid.
+
+An experiment file (params/experiments/*.yaml) names models, datasets with categories, seeds and
+evaluation settings. Unknown keys and wrong types are errors that name the key and the file.
+This module uses only yaml and the standard library.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from vadbench.errors import ConfigError
+
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Training budget. Lightning stops at whichever of max_steps / max_epochs comes first."""
+
+    max_steps: int = -1
+    max_epochs: int = -1
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class DraemParams:
+    """DRÆM hyperparameters passed to anomalib's `Draem`.
+
+    anomaly_source: a folder of texture images (DTD in the paper) or the word `perlin` for
+    Perlin-noise anomalies only. A folder that is missing or holds no image is an error.
+    """
+
+    anomaly_source: str = "perlin"
+    beta: tuple[float, float] = (0.1, 1.0)
+    enable_sspcab: bool = False
+    sspcab_lambda: float = 0.1
+
+
+@dataclass(frozen=True)
+class EfficientAdParams:
+    """EfficientAD hyperparameters passed to anomalib's `EfficientAd`.
+
+    teacher: `anomalib` (anomalib's pretrained teacher from its cache; never downloaded by us),
+    a path to a `pretrained_teacher_*.pth` state dict, or `random` (a randomly initialised
+    teacher: not the paper's model, recorded as such).
+    imagenet_dir: an ImageFolder root of natural images for the penalty loss (Imagenette).
+    """
+
+    model_size: Literal["small", "medium"] = "small"
+    teacher: str = "anomalib"
+    imagenet_dir: str = "datasets/imagenette"
+    teacher_out_channels: int = 384
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    padding: bool = False
+    pad_maps: bool = True
+
+
+MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams}
+DATASET_KINDS = ("demo", "mvtec_ad")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of an experiment: a label, the anomalib model kind and its settings."""
+
+    name: str
+    kind: Literal["draem", "efficientad"]
+    image_size: int = 256
+    train: TrainSpec = field(default_factory=TrainSpec)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def typed_params(self) -> DraemParams | EfficientAdParams:
+        """The params as the model kind's dataclass (validated at load time)."""
+        return _build(MODEL_PARAMS[self.kind], self.params, f"models[{self.name}].params")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: a label, its layout kind, its root folder and the categories to run."""
+
+    name: str
+    kind: Literal["demo", "mvtec_ad"]
+    root: str
+    categories: list[str]
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Held-out split, thresholds and timing settings shared by every run of an experiment."""
+
+    val_ratio: float = 0.2
+    eval_batch_size: int = 8
+    num_workers: int = 0
+    image_threshold_quantile: float = 1.0
+    pixel_threshold_quantile: float = 0.999
+    timing_warmup: int = 5
+    timing_iterations: int = 20
+    figure_images: int = 4
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A whole params file."""
+
+    name: str
+    models: list[ModelSpec]
+    datasets: list[DatasetSpec]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    description: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    source: str = ""  # the file it was read from (set by the loader, not a params key)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: model × dataset × category × seed."""
+
+    experiment: str
+    params_file: str
+    model: ModelSpec
+    dataset: DatasetSpec
+    category: str
+    seed: int
+    device: str
+    evaluation: EvaluationSpec
+
+    def config(self) -> dict[str, Any]:
+        """The resolved config of this run, as stored in its record."""
+        return {
+            "experiment": self.experiment,
+            "model": dataclasses.asdict(self.model),
+            "model_params": dataclasses.asdict(self.model.typed_params()),
+            "dataset": {"name": self.dataset.name, "kind": self.dataset.kind, "root": self.dataset.root},
+            "category": self.category,
+            "seed": self.seed,
+            "device": self.device,
+            "evaluation": dataclasses.asdict(self.evaluation),
+        }
+
+    @property
+    def config_hash(self) -> str:
+        """Short sha256 of the resolved config: equal hashes mean the same run."""
+        text = json.dumps(self.config(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """Human-readable run name."""
+        return f"{self.model.name} {self.dataset.name}/{self.category} seed{self.seed}"
+
+
+def load_experiment(path: Path | str) -> Experiment:
+    """Read and strictly validate an experiment file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file (see params/experiments/ for examples)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, models, datasets, ...)")
+    try:
+        experiment = _build(Experiment, data, "")
+        _check_semantics(experiment)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return dataclasses.replace(experiment, source=str(path))
+
+
+def _check_semantics(exp: Experiment) -> None:
+    """Checks beyond types: unique names, non-empty lists, sane ranges, per-model params."""
+    for what, names in (("models", [m.name for m in exp.models]), ("datasets", [d.name for d in exp.datasets])):
+        if not names:
+            raise ConfigError(f"'{what}' is empty: list at least one")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"'{what}' has duplicate names {dupes}: give each a unique name")
+    for model in exp.models:
+        model.typed_params()
+        if model.kind == "efficientad" and model.train.batch_size != 1:
+            raise ConfigError(f"models[{model.name}].train.batch_size: EfficientAD trains with batch size 1; set it to 1")
+        if model.train.max_steps <= 0 and model.train.max_epochs <= 0:
+            raise ConfigError(f"models[{model.name}].train: set max_steps or max_epochs to a positive number")
+    for ds in exp.datasets:
+        if not ds.categories:
+            raise ConfigError(f"datasets[{ds.name}].categories is empty: list at least one category")
+    if not exp.seeds:
+        raise ConfigError("'seeds' is empty: list at least one seed, e.g. [0]")
+    if not 0.0 < exp.evaluation.val_ratio < 1.0:
+        raise ConfigError("evaluation.val_ratio must lie strictly between 0 and 1")
+
+
+def expand_runs(exp: Experiment) -> list[RunSpec]:
+    """The grid in a stable order: model, dataset, category, seed."""
+    runs = []
+    for model, ds in itertools.product(exp.models, exp.datasets):
+        for category, seed in itertools.product(ds.categories, exp.seeds):
+            runs.append(RunSpec(exp.name, exp.source, model, ds, category, seed, exp.device, exp.evaluation))
+    return runs
+
+
+def find_run(exp: Experiment, model: str, dataset: str, category: str, seed: int) -> RunSpec:
+    """The run of the grid with these coordinates, or a ConfigError naming the valid choices."""
+    runs = expand_runs(exp)
+    for run in runs:
+        if (run.model.name, run.dataset.name, run.category, run.seed) == (model, dataset, category, seed):
+            return run
+    models = sorted({r.model.name for r in runs})
+    datasets = {d.name: d.categories for d in exp.datasets}
+    raise ConfigError(
+        f"{exp.source}: no run model={model!r} dataset={dataset!r} category={category!r} seed={seed}; "
+        f"models: {models}, datasets/categories: {datasets}, seeds: {exp.seeds}"
+    )
+
+
+# ---- strict construction of dataclasses from plain data -------------------------------------
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Construct dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {_join(where, unknown[0])!r}; allowed here: {sorted(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = _join(where, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing required key {key!r}")
+            continue
+        kwargs[name] = _coerce(data[name], hints[name], key)
+    obj = cls(**kwargs)
+    if cls is ModelSpec:
+        _build(MODEL_PARAMS[obj.kind], obj.params, f"{where}.params")
+    return obj
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a type hint; ints are accepted for floats, lists for tuples."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not of type {hint}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    return _scalar(value, hint, key)
+
+
+def _scalar(value: Any, hint: Any, key: str) -> Any:
+    """Check a scalar: bool is never taken for int, int is taken for float."""
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected int, got bool {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value

@@ -1,0 +1,25 @@
+"""Errors a user can fix; the CLI prints their message as one line instead of a traceback."""
+from __future__ import annotations
+
+
+class VadbenchError(Exception):
+    """Base of errors whose message names what is wrong and how to fix it."""
+
+
+class ConfigError(VadbenchError, ValueError):
+    """A params file is invalid; the message names the file, the key and the fix."""
+
+
+class DatasetError(VadbenchError, FileNotFoundError):
+    """A dataset root or category is missing or malformed; the message names the path and the fix."""
+
+
+class InputMissingError(VadbenchError, FileNotFoundError):
+    """A model input (anomaly source, teacher, penalty images) is missing; the message says how to fix it."""
+
+
+class ReportError(VadbenchError):
+    """A report cannot be built (e.g. no records); the message says why."""
+
+
+USER_ERRORS = (VadbenchError,)

@@ -1,0 +1,191 @@
+"""One run: train with anomalib, score held-out and test images, compute metrics, time the model.
+
+This is what notebooks/train_evaluate.ipynb calls; it returns a RunResult that records.py and
+figures.py turn into files.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from anomalib.callbacks.checkpoint import ModelCheckpoint
+from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+
+from vadbench import data, metrics, models, timing
+from vadbench.config import RunSpec
+from vadbench.environment import environment_info, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scored:
+    """Raw outputs of the model over one subset, on the host."""
+
+    paths: list[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    maps: np.ndarray
+    masks: np.ndarray
+
+
+@dataclass
+class RunResult:
+    """Everything a finished run produced."""
+
+    run: RunSpec
+    record: dict[str, Any]
+    scores: pd.DataFrame
+    examples: dict[str, Any]
+
+    def summary(self) -> pd.DataFrame:
+        """One-row table of the headline numbers."""
+        m, t = self.record["metrics"], self.record["timing"]
+        keys = ["image_auroc", "pixel_auroc", "pixel_aupro", "image_f1", "pixel_f1", "image_f1_baseline"]
+        row = {"run": self.run.label, **{k: m[k] for k in keys},
+               "pipeline_img_per_s": t["pipeline_img_per_s"], "model_img_per_s": t["model_img_per_s"],
+               "fit_seconds": t["fit_seconds"]}
+        return pd.DataFrame([row]).set_index("run").round(4)
+
+
+def now() -> str:
+    """UTC timestamp for records."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def make_engine(run: RunSpec, device: torch.device, work_dir: Path) -> Engine:
+    """anomalib Engine with the run's step budget, no validation loop, no checkpoint files."""
+    return Engine(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_steps=run.model.train.max_steps,
+        max_epochs=run.model.train.max_epochs,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False)],
+        default_root_dir=work_dir,
+    )
+
+
+@torch.inference_mode()
+def score_loader(module: Any, loader: Any, device: torch.device) -> Scored:
+    """Run the model over a dataloader: pre-process, forward, upsample maps to mask size, copy to host."""
+    paths, labels, scores, maps, masks = [], [], [], [], []
+    for batch in loader:
+        x = module.pre_processor(batch.image.to(device))
+        out = module.model(x)
+        amap = out.anomaly_map
+        if amap.dim() == 3:
+            amap = amap.unsqueeze(1)
+        mask = batch.gt_mask
+        amap = F.interpolate(amap.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        maps.append(amap[:, 0].cpu().numpy())
+        masks.append(mask.bool().reshape(amap.shape[0], *mask.shape[-2:]).cpu().numpy())
+        scores.append(out.pred_score.reshape(-1).float().cpu().numpy())
+        labels.append(batch.gt_label.reshape(-1).int().cpu().numpy())
+        paths.extend(str(p) for p in batch.image_path)
+    return Scored(paths, np.concatenate(labels), np.concatenate(scores), np.concatenate(maps), np.concatenate(masks))
+
+
+def fit_map_normalisation(module: Any, loader: Any, device: torch.device) -> None:
+    """EfficientAD: fit the map-normalisation quantiles on held-out TRAINING images (anomalib's own code)."""
+    module.to(device).eval()
+    module.model.quantiles.update(module.map_norm_quantiles(loader))
+
+
+def train_and_evaluate(run: RunSpec) -> RunResult:
+    """Train one model on one category, then evaluate and time it."""
+    started = now()
+    device = resolve_device(run.device)
+    seed_everything(run.seed, workers=True, verbose=False)
+    built = models.build_model(run.model, run.seed)
+    datamodule = data.build_datamodule(run, run.model.train.batch_size)
+    log.info("training %s", run.label)
+    with tempfile.TemporaryDirectory(prefix="vadbench-engine-") as work_dir:
+        engine = make_engine(run, device, Path(work_dir))
+        with timing.Stopwatch(device) as fit_clock:
+            engine.fit(built.module, datamodule=datamodule)
+    module = built.module.to(device).eval()
+    if built.model_class == "EfficientAd":
+        fit_map_normalisation(module, datamodule.val_dataloader(), device)
+    val = score_loader(module, datamodule.val_dataloader(), device)
+    thresholds = metrics.fit_thresholds(val.scores, val.maps, run.evaluation.image_threshold_quantile,
+                                        run.evaluation.pixel_threshold_quantile)
+    with timing.Stopwatch(device) as test_clock:
+        test = score_loader(module, datamodule.test_dataloader(), device)
+    scores = scores_table(test, thresholds.image)
+    result_metrics = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
+    shape = (3, run.model.image_size, run.model.image_size)
+    model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
+                                    warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
+    record = {
+        "status": "ok", "error": None, **identity(run), "model_class": built.model_class,
+        "config_hash": run.config_hash, "config": run.config(),
+        "metrics": result_metrics,
+        "timing": {"fit_seconds": fit_clock.seconds,
+                   **timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size),
+                   **model_times, **timing.peak_memory(device)},
+        "split": {"val_source": "train", "val_ratio": run.evaluation.val_ratio, **data.split_counts(datamodule)},
+        "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
+                     "steps_run": int(engine.trainer.global_step), "epochs_run": int(engine.trainer.current_epoch),
+                     "train_batch_size": run.model.train.batch_size, **built.facts},
+        "environment": environment_info(device),
+        "started_at": started, "finished_at": now(),
+    }
+    examples = pick_examples(test, datamodule.test_data, thresholds.pixel, run.evaluation.figure_images)
+    return RunResult(run, record, scores, examples)
+
+
+def identity(run: RunSpec) -> dict[str, Any]:
+    """The identity fields of a record."""
+    return {"experiment": run.experiment, "model": run.model.name, "dataset": run.dataset.name,
+            "dataset_kind": run.dataset.kind, "category": run.category, "seed": run.seed,
+            "image_size": run.model.image_size, "params_file": run.params_file}
+
+
+def scores_table(test: Scored, image_threshold: float) -> pd.DataFrame:
+    """One row per test image: path, label, defect type (its folder), raw score, prediction."""
+    return pd.DataFrame({
+        "path": test.paths,
+        "label": test.labels,
+        "defect_type": [Path(p).parent.name for p in test.paths],
+        "score": test.scores,
+        "predicted": (test.scores > image_threshold).astype(int),
+    })
+
+
+def pick_examples(test: Scored, dataset: Any, pixel_threshold: float, n: int) -> dict[str, Any]:
+    """A few test images for the figure: the first of each folder (good, then each defect type)."""
+    defect = [Path(p).parent.name for p in test.paths]
+    chosen = [defect.index(kind) for kind in dict.fromkeys(defect)][:n]
+    return {
+        "titles": [f"{defect[i]} (score {test.scores[i]:.3g})" for i in chosen],
+        "images": [dataset[i].image.permute(1, 2, 0).numpy() for i in chosen],
+        "masks": [test.masks[i] for i in chosen],
+        "maps": [test.maps[i] for i in chosen],
+        "pred_masks": [test.maps[i] > pixel_threshold for i in chosen],
+    }
+
+
+def save_result(result: RunResult, out_dir: Path | str) -> Path:
+    """Write scores.csv, the anomaly-map figure and (last, atomically) record.json."""
+    from vadbench import figures, records
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.scores.to_csv(out_dir / records.SCORES_FILE, index=False)
+    fig = figures.anomaly_map_grid(result.examples, title=result.run.label)
+    fig.savefig(out_dir / "anomaly_maps.png", dpi=80)
+    return records.write_record(out_dir, result.record)

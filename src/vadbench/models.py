@@ -1,0 +1,138 @@
+"""Build anomalib models (DRÆM, EfficientAD) from params, resolving their outside inputs.
+
+DRÆM needs an anomaly source (DTD textures, or Perlin noise only); EfficientAD needs a teacher
+and ImageNet-like penalty images. anomalib downloads these when they are missing; we never let it:
+a missing input is an error that says how to provide it, and the record states what was used.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+from anomalib.models import Draem, EfficientAd
+from anomalib.models.components import AnomalibModule
+from anomalib.utils.path import get_pretrained_weights_dir
+
+from vadbench.config import DraemParams, EfficientAdParams, ModelSpec
+from vadbench.errors import InputMissingError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """An anomalib model and what it was built from, for the record."""
+
+    module: AnomalibModule
+    model_class: str
+    facts: dict[str, Any]
+
+
+class _TeacherEfficientAd(EfficientAd):
+    """anomalib's EfficientAd with the teacher taken from a given file, or kept random."""
+
+    def __init__(self, teacher_path: Path | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._teacher_path = teacher_path
+
+    def prepare_pretrained_model(self) -> None:
+        """Load the teacher from our resolved path; with no path the random initialisation stays."""
+        if self._teacher_path is None:
+            log.warning("EfficientAD teacher is RANDOM (not the paper's pretrained teacher)")
+            return
+        state = torch.load(self._teacher_path, map_location=self.device, weights_only=True)
+        self.model.teacher.load_state_dict(state)
+
+
+def count_images(folder: Path) -> int:
+    """Number of image files below a folder."""
+    return sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def build_model(spec: ModelSpec, seed: int) -> BuiltModel:
+    """Construct the anomalib model a ModelSpec describes (weights initialised under `seed`)."""
+    torch.manual_seed(seed)
+    params = spec.typed_params()
+    size = (spec.image_size, spec.image_size)
+    common = {"evaluator": False, "visualizer": False, "post_processor": False}
+    if isinstance(params, DraemParams):
+        return _build_draem(params, size, common)
+    return _build_efficientad(params, size, common, seed)
+
+
+def _build_draem(params: DraemParams, size: tuple[int, int], common: dict) -> BuiltModel:
+    """DRÆM with an explicit anomaly source: a texture folder, or Perlin noise only."""
+    with tempfile.TemporaryDirectory() as empty:
+        # An existing empty folder stops anomalib from downloading DTD; the augmenter is set below.
+        module = Draem(dtd_dir=empty, enable_sspcab=params.enable_sspcab, sspcab_lambda=params.sspcab_lambda,
+                       beta=params.beta, pre_processor=Draem.configure_pre_processor(image_size=size), **common)
+    if params.anomaly_source == "perlin":
+        source = "perlin-only"
+        module.augmenter = PerlinAnomalyGenerator(anomaly_source_path=None, blend_factor=params.beta)
+    else:
+        folder = Path(params.anomaly_source)
+        n = _require_images(folder, "DRÆM anomaly source", _DTD_FIX)
+        module.augmenter = PerlinAnomalyGenerator(anomaly_source_path=folder, blend_factor=params.beta)
+        source = f"dir:{folder} ({n} images)"
+    return BuiltModel(module, "Draem", {"anomaly_source": source})
+
+
+def _build_efficientad(params: EfficientAdParams, size: tuple[int, int], common: dict, seed: int) -> BuiltModel:
+    """EfficientAD with a resolved teacher and an existing penalty image folder."""
+    imagenet = Path(params.imagenet_dir)
+    n_penalty = _require_images(imagenet, "EfficientAD penalty images", _IMAGENET_FIX)
+    teacher_path, teacher = resolve_teacher(params, seed)
+    module = _TeacherEfficientAd(
+        teacher_path, imagenet_dir=imagenet, teacher_out_channels=params.teacher_out_channels,
+        model_size=params.model_size, lr=params.lr, weight_decay=params.weight_decay, padding=params.padding,
+        pad_maps=params.pad_maps, pre_processor=EfficientAd.configure_pre_processor(image_size=size), **common,
+    )
+    return BuiltModel(module, "EfficientAd", {"teacher": teacher, "penalty_images": f"{imagenet} ({n_penalty} images)"})
+
+
+def check_inputs(spec: ModelSpec) -> None:
+    """Raise InputMissingError before any training when a model's outside inputs are missing."""
+    params = spec.typed_params()
+    if isinstance(params, DraemParams):
+        if params.anomaly_source != "perlin":
+            _require_images(Path(params.anomaly_source), "DRÆM anomaly source", _DTD_FIX)
+        return
+    _require_images(Path(params.imagenet_dir), "EfficientAD penalty images", _IMAGENET_FIX)
+    resolve_teacher(params, seed=0)
+
+
+def _require_images(folder: Path, what: str, fix: str) -> int:
+    """Count images below folder, raising InputMissingError when there are none."""
+    n = count_images(folder) if folder.is_dir() else 0
+    if n == 0:
+        raise InputMissingError(f"{what}: {folder} is missing or holds no image. {fix}")
+    return n
+
+
+_DTD_FIX = "Unpack DTD there (dtd/images/...), or set models[].params.anomaly_source to 'perlin'."
+_IMAGENET_FIX = ("Unpack Imagenette there as an ImageFolder root (imagenette2/train), or point "
+                 "models[].params.imagenet_dir at any folder of class subfolders holding natural photos.")
+
+
+def resolve_teacher(params: EfficientAdParams, seed: int) -> tuple[Path | None, str]:
+    """The teacher file to load (None for random) and how the record names it."""
+    if params.teacher == "random":
+        return None, f"random (seed {seed}) - not the paper's pretrained teacher"
+    if params.teacher == "anomalib":
+        path = get_pretrained_weights_dir() / "efficientad_pretrained_weights" / f"pretrained_teacher_{params.model_size}.pth"
+    else:
+        path = Path(params.teacher)
+    if not path.is_file():
+        raise InputMissingError(
+            f"EfficientAD teacher weights {path} not found. Download anomalib's efficientad_pretrained_weights.zip "
+            f"on a machine with internet and unpack it so this file exists, or set models[].params.teacher to a "
+            "pretrained_teacher_*.pth path, or to 'random' (demo only: not the paper's model)."
+        )
+    return path, f"pretrained:{path}"

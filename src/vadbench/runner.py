@@ -1,0 +1,148 @@
+"""Expand an experiment into runs and execute notebooks/train_evaluate.ipynb once per run with papermill.
+
+A run that already finished with the same config is skipped (unless forced). A failed run gets a
+`failed` record with its error beside its executed notebook, and the batch goes on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vadbench import records
+from vadbench.config import Experiment, RunSpec, expand_runs, load_experiment
+
+log = logging.getLogger(__name__)
+NOTEBOOK = "train_evaluate.ipynb"
+
+
+def notebooks_dir() -> Path:
+    """The project's notebooks folder (next to src/), or $VADBENCH_NOTEBOOKS."""
+    env = os.environ.get("VADBENCH_NOTEBOOKS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: counts by outcome and the failed runs' labels."""
+
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: list[str] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, 1 otherwise."""
+        return 1 if self.failed else 0
+
+
+def preflight(exp: Experiment) -> None:
+    """Check dataset roots/categories and model inputs before any run starts (raises on the first problem)."""
+    from vadbench import data, models
+
+    for ds in exp.datasets:
+        for category in ds.categories:
+            data.check_category(ds, category)
+    for model in exp.models:
+        models.check_inputs(model)
+
+
+def run_dir_of(run: RunSpec, output_root: Path) -> Path:
+    """Where a run writes."""
+    return records.run_dir(output_root, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
+
+
+def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/runs", force: bool = False,
+                   dry_run: bool = False) -> BatchResult:
+    """Run every cell of an experiment's grid that has not finished yet."""
+    exp = load_experiment(params_file)
+    runs = expand_runs(exp)
+    output_root = Path(output_root)
+    preflight(exp)
+    result = BatchResult(total=len(runs), failed=[])
+    started = time.monotonic()
+    for index, run in enumerate(runs, start=1):
+        directory = run_dir_of(run, output_root)
+        finished = records.is_finished(directory, run.config_hash)
+        if dry_run:
+            log.info("[%d/%d] %s -> %s (%s)", index, len(runs), run.label, directory, "done" if finished else "to run")
+            continue
+        if finished and not force:
+            log.info("[%d/%d] %s: finished with the same config, skipped (--force reruns)", index, len(runs), run.label)
+            result.skipped += 1
+            continue
+        log.info("[%d/%d] %s: running (elapsed %s, %d left after this)", index, len(runs), run.label,
+                 _clock(time.monotonic() - started), len(runs) - index)
+        ok = execute_run(run, exp.source, output_root, directory)
+        if ok:
+            result.done += 1
+        else:
+            result.failed.append(run.label)
+    log.info("batch %s: %d run, %d skipped, %d failed in %s", exp.name, result.done, result.skipped,
+             len(result.failed), _clock(time.monotonic() - started))
+    for label in result.failed:
+        log.error("failed: %s", label)
+    return result
+
+
+def execute_run(run: RunSpec, params_file: str, output_root: Path, directory: Path) -> bool:
+    """Execute the notebook for one run; on failure write a failed record. True when it succeeded."""
+    import papermill
+
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's progress bars would flood the executed notebook
+    started = records_now()
+    t0 = time.monotonic()
+    try:
+        papermill.execute_notebook(
+            str(notebooks_dir() / NOTEBOOK), str(directory / NOTEBOOK),
+            parameters={"experiment": str(params_file), "model": run.model.name, "dataset": run.dataset.name,
+                        "category": run.category, "seed": run.seed, "output_dir": str(output_root)},
+            kernel_name="python3", cwd=os.getcwd(), progress_bar=False, log_output=False,
+        )
+    except Exception as exc:  # papermill raises its own error for a failing cell; anything else is a failure too
+        error = _error_text(exc)
+        log.error("%s failed after %.0f s: %s (see %s)", run.label, time.monotonic() - t0, error, directory / NOTEBOOK)
+        write_failed_record(run, directory, error, started)
+        return False
+    if not records.is_finished(directory, run.config_hash):
+        write_failed_record(run, directory, "notebook finished without writing an ok record", started)
+        return False
+    log.info("%s finished in %.0f s", run.label, time.monotonic() - t0)
+    return True
+
+
+def records_now() -> str:
+    """UTC timestamp (same format as run records)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _error_text(exc: Exception) -> str:
+    """`Type: message` of the notebook's exception (papermill keeps ename/evalue)."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def write_failed_record(run: RunSpec, directory: Path, error: str, started: str) -> None:
+    """Record a failed run with its error and config (never overwriting an ok record of this config)."""
+    if records.is_finished(directory, run.config_hash):
+        log.warning("%s raised after writing its ok record; keeping the record: %s", run.label, error)
+        return
+    records.write_record(directory, {
+        "status": "failed", "error": error, "experiment": run.experiment, "model": run.model.name,
+        "dataset": run.dataset.name, "dataset_kind": run.dataset.kind, "category": run.category,
+        "seed": run.seed, "image_size": run.model.image_size, "params_file": run.params_file,
+        "config_hash": run.config_hash, "config": run.config(), "started_at": started, "finished_at": records_now(),
+    })
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
