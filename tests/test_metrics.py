@@ -160,6 +160,19 @@ def test_f1_at_threshold_hand_computed_strictly_greater():
     assert out["image_f1_max"] == pytest.approx(6 / 7)
 
 
+def test_pixel_f1_threshold_between_float32_values_is_exact():
+    # A float64 threshold just below a float32 map value: the value is above it (numpy float64
+    # says so); rounding the threshold to the nearest float32 would wrongly make them equal.
+    v = np.float32(0.1)
+    masks = np.zeros((1, 2, 2), bool)
+    masks[0, 0, :] = True
+    maps = np.array([[[v, 0.0], [0.0, 0.0]]], np.float32)
+    for th in (float(v) - 1e-12, float(v) + 1e-12, float(v)):
+        out = compute_metrics(np.array([1]), np.array([1.0]), masks, maps, Thresholds(0.5, th, "test"))
+        expected = f1_score(masks.ravel(), maps.ravel().astype(np.float64) > th)
+        assert out["pixel_f1"] == pytest.approx(expected), th
+
+
 def test_image_f1_baseline_formula():
     labels = np.array([0, 1, 1, 0, 0, 1, 0, 0, 0, 0])  # d=3, N=10
     rng = np.random.default_rng(9)

@@ -18,7 +18,7 @@ class InputMissingError(VadbenchError, FileNotFoundError):
     """A model input (anomaly source, teacher, penalty images) is missing; the message says how to fix it."""
 
 
-class ReportError(VadbenchError):
+class ReportError(VadbenchError, FileNotFoundError):
     """A report cannot be built (e.g. no records); the message says why."""
 
 

@@ -181,6 +181,8 @@ def pick_examples(test: Scored, dataset: Any, pixel_threshold: float, n: int) ->
 
 def save_result(result: RunResult, out_dir: Path | str) -> Path:
     """Write scores.csv, the anomaly-map figure and (last, atomically) record.json."""
+    import matplotlib.pyplot as plt
+
     from vadbench import figures, records
 
     out_dir = Path(out_dir)
@@ -188,4 +190,5 @@ def save_result(result: RunResult, out_dir: Path | str) -> Path:
     result.scores.to_csv(out_dir / records.SCORES_FILE, index=False)
     fig = figures.anomaly_map_grid(result.examples, title=result.run.label)
     fig.savefig(out_dir / "anomaly_maps.png", dpi=80)
+    plt.close(fig)
     return records.write_record(out_dir, result.record)

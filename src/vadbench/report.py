@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from vadbench.errors import ReportError
 from vadbench.records import IDENTITY, METRICS, load_records, records_frame
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def load_frame(runs_dir: Path | str) -> pd.DataFrame:
     runs_dir = Path(runs_dir)
     records = load_records(runs_dir) if runs_dir.is_dir() else []
     if not records:
-        raise FileNotFoundError(f"no run records (*/record.json) under {runs_dir}: nothing to report")
+        raise ReportError(f"no run records (*/record.json) under {runs_dir}: nothing to report; "
+                          "run `vadbench run params/experiments/<experiment>.yaml` first or pass --runs")
     log.info("read %d records from %s", len(records), runs_dir)
     return records_frame(records)
 

@@ -1,0 +1,139 @@
+"""Runner: grid execution through papermill, skip, --force, failure recording, bad-input errors.
+
+These use a stand-in train_evaluate notebook (same parameters, no training) so that the runner's
+own behaviour is tested in seconds; test_pipeline.py executes the real notebook.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from vadbench import records, runner
+from vadbench.errors import DatasetError
+
+STAND_IN = '''
+import json, pathlib
+from vadbench import config, records
+run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)
+d = records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
+with open(pathlib.Path(output_dir) / "executions.log", "a") as fh:
+    fh.write(run.label + "\\n")
+if category == "broken":
+    raise RuntimeError("deliberate failure in " + run.label)
+records.write_record(d, {"status": "ok", "error": None, "experiment": run.experiment, "model": run.model.name,
+                         "dataset": run.dataset.name, "category": run.category, "seed": run.seed,
+                         "config_hash": run.config_hash, "config": run.config()})
+'''
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    """A working dir with a tiny dataset layout, an experiment file and the stand-in notebook."""
+    for category in ("a", "broken", "c"):
+        for sub in ("train/good", "test/good"):
+            (tmp_path / "data" / category / sub).mkdir(parents=True)
+    exp = {"name": "t", "seeds": [0], "datasets": [{"name": "d", "kind": "demo", "root": "data",
+                                                     "categories": ["a", "broken", "c"]}],
+           "models": [{"name": "dr", "kind": "draem", "image_size": 64,
+                       "train": {"max_steps": 1, "batch_size": 2}, "params": {"anomaly_source": "perlin"}}]}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    real = nbformat.read(runner.notebooks_dir() / runner.NOTEBOOK, as_version=4)
+    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
+    fake = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(STAND_IN)])
+    fake.metadata = real.metadata
+    nbformat.write(fake, nb_dir / runner.NOTEBOOK)
+    monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(nb_dir))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def executions(project: Path) -> list[str]:
+    log = project / "out" / "executions.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_failed_run_is_recorded_and_batch_goes_on(project):
+    result = runner.run_experiment("exp.yaml", "out")
+    assert result.exit_code == 1 and result.done == 2 and result.failed == ["dr d/broken seed0"]
+    assert executions(project) == ["dr d/a seed0", "dr d/broken seed0", "dr d/c seed0"]
+    failed = records.read_record(project / "out/t/dr/d/broken/seed0")
+    assert failed["status"] == "failed"
+    assert failed["error"] == "RuntimeError: deliberate failure in dr d/broken seed0"
+    assert failed["config"]["category"] == "broken"
+    assert (project / "out/t/dr/d/broken/seed0/train_evaluate.ipynb").is_file()  # executed notebook kept
+    ok = records.read_record(project / "out/t/dr/d/c/seed0")
+    assert ok["status"] == "ok"
+    executed = nbformat.read(project / "out/t/dr/d/c/seed0/train_evaluate.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+
+
+def test_rerun_skips_finished_and_retries_failed_then_force(project):
+    runner.run_experiment("exp.yaml", "out")
+    again = runner.run_experiment("exp.yaml", "out")
+    assert (again.skipped, again.done, len(again.failed)) == (2, 0, 1)
+    assert executions(project)[3:] == ["dr d/broken seed0"]
+    forced = runner.run_experiment("exp.yaml", "out", force=True)
+    assert forced.skipped == 0 and len(executions(project)) == 4 + 3
+
+
+def test_changed_config_reruns(project):
+    runner.run_experiment("exp.yaml", "out")
+    exp = yaml.safe_load((project / "exp.yaml").read_text())
+    exp["models"][0]["train"]["max_steps"] = 2
+    (project / "exp.yaml").write_text(yaml.safe_dump(exp))
+    result = runner.run_experiment("exp.yaml", "out")
+    assert result.skipped == 0 and result.done == 2
+
+
+def test_dry_run_executes_nothing(project, caplog):
+    caplog.set_level(logging.INFO)
+    result = runner.run_experiment("exp.yaml", "out", dry_run=True)
+    assert result.total == 3 and executions(project) == []
+    assert "[2/3] dr d/broken seed0" in caplog.text
+
+
+def test_missing_category_fails_before_any_run(project):
+    exp = yaml.safe_load((project / "exp.yaml").read_text())
+    exp["datasets"][0]["categories"].append("zzz")
+    (project / "exp.yaml").write_text(yaml.safe_dump(exp))
+    with pytest.raises(DatasetError, match=r"no category 'zzz' in data \(found: \['a', 'broken', 'c'\]\)"):
+        runner.run_experiment("exp.yaml", "out")
+    assert executions(project) == []
+
+
+def cli(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vadbench.cli", *args], cwd=project, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ({"datasets": [{"name": "d", "kind": "demo", "root": "nowhere", "categories": ["a"]}]},
+     "root nowhere does not exist; run `vadbench demo-data`"),
+    ({"models": [{"name": "x", "kind": "unet", "train": {"max_steps": 1}}]}, "'unet' is not one of"),
+    ({"models": [{"name": "ea", "kind": "efficientad", "train": {"max_steps": 1, "batch_size": 1},
+                  "params": {"teacher": "nowhere/t.pth", "imagenet_dir": "data"}}]},
+     "EfficientAD teacher weights nowhere/t.pth not found"),
+    ({"models": [{"name": "ea", "kind": "efficientad", "train": {"max_steps": 1, "batch_size": 1},
+                  "params": {"teacher": "random", "imagenet_dir": "nowhere"}}]},
+     "EfficientAD penalty images: nowhere is missing"),
+    ({"typo_key": 1}, "unknown key 'typo_key'"),
+])
+def test_cli_bad_input_is_one_clear_line(project, edit, needle):
+    (project / "data/a/train/good/x.png").write_bytes(b"")  # an 'image' so imagenet_dir=data has one
+    exp = yaml.safe_load((project / "exp.yaml").read_text())
+    exp.update(edit)
+    (project / "exp.yaml").write_text(yaml.safe_dump(exp))
+    done = cli(project, "run", "exp.yaml", "--output", "out")
+    assert done.returncode == 2
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
+    assert [l for l in done.stderr.splitlines() if l.startswith("vadbench: error:")] != []
+    assert executions(project) == []
