@@ -17,7 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="execute every run of an experiment (papermill, one notebook per run)")
-    run.add_argument("params", type=Path, help="experiment file, e.g. params/experiments/demo.yaml")
+    run.add_argument("params", type=Path, nargs="?", default=Path("params/experiments/demo.yaml"),
+                     help="experiment file (default: the embedded demo, params/experiments/demo.yaml)")
     run.add_argument("--output", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
     run.add_argument("--dry-run", action="store_true", help="list the runs and check inputs; train nothing")

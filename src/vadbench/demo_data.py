@@ -59,7 +59,7 @@ class DemoSpec:
 
     categories: tuple[str, ...] = DEMO_CATEGORIES
     crop: int = 128  # crop side in the source photo (pixels)
-    n_train: int = 60  # normal training crops per category
+    n_train: int = 40  # normal training crops per category
     n_test_good: int = 15
     n_test_defect: int = 15  # split over the defect types
     seed: int = 0
