@@ -10,7 +10,7 @@ EXPERIMENT ?= params/experiments/demo.yaml
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo-data demo run report test test-fast lab clean-outputs
+.PHONY: help venv report-deps demo-data demo run report test test-fast lab clean-outputs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,24 +23,39 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install vadbench with its pinned dependencies
 
+# Headless Chromium prints the report to PDF and renders it in the tests (Debian package `chromium`).
+# Installed only when absent, with apt-get as root (CI runs as root) or `sudo -n`. Where it cannot be
+# installed, the report is written without PDF and the rendering tests skip, except under CI=true,
+# where a missing Chromium is an error.
+report-deps: ## install Chromium for the PDF report and its rendering test (apt-get, only if absent)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  echo "report-deps: chromium present"; \
+	elif [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+	  echo "report-deps: chromium missing and no root: run 'apt-get install chromium' as root for the PDF report"; \
+	  [ -z "$$CI" ]; \
+	fi
+
 demo-data: $(STAMP) ## build the embedded offline demo dataset under outputs/data
 	$(VADBENCH) demo-data
 
-demo: $(STAMP) ## build demo data, train+evaluate DRAEM and EfficientAD on it (CPU), write outputs/report/summary.html
+demo: $(STAMP) report-deps ## build demo data, train+evaluate DRAEM and EfficientAD on it (CPU), write outputs/report/summary.html and .pdf
 	@start=$$(date +%s); \
 	$(VADBENCH) demo-data && \
 	$(VADBENCH) run $(EXPERIMENT); status=$$?; \
 	$(VADBENCH) report || status=1; \
-	echo "make demo: $$(( $$(date +%s) - start )) s (exit $$status); report: outputs/report/summary.html"; \
+	echo "make demo: $$(( $$(date +%s) - start )) s (exit $$status); report: outputs/report/summary.html, summary.pdf"; \
 	exit $$status
 
 run: $(STAMP) ## run an experiment: make run EXPERIMENT=params/experiments/X.yaml
 	$(VADBENCH) run $(EXPERIMENT)
 
-report: $(STAMP) ## rebuild outputs/report from outputs/runs
+report: $(STAMP) ## rebuild outputs/report (HTML; PDF when Chromium is installed) from outputs/runs
 	$(VADBENCH) report
 
-test: $(STAMP) ## run the whole test suite (includes the slow end-to-end tests, a few minutes)
+test: $(STAMP) report-deps ## run the whole test suite (includes the slow end-to-end tests, a few minutes)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests except those marked slow

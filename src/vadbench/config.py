@@ -119,6 +119,7 @@ class Experiment:
     description: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    references: list[str] = field(default_factory=list)  # reference-number files the report shows (external)
     source: str = ""  # the file it was read from (set by the loader, not a params key)
 
 

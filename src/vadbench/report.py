@@ -14,6 +14,8 @@ Rules the tables follow:
 """
 from __future__ import annotations
 
+import base64
+import html as html_text
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from vadbench import export, references, report_tables
 from vadbench.errors import ReportError
 from vadbench.records import IDENTITY, METRICS, load_records, records_frame
 
@@ -38,7 +41,7 @@ PER_CATEGORY_COLUMNS = (*IDENTITY, *METRICS, *TIMING)
 GROUP = ("experiment", "dataset", "model")
 COMPARISON_COLUMNS = (
     *GROUP, "n_categories", "n_runs", "incomplete", "missing_categories", *METRICS, "partial_metrics",
-    "test_images", "test_seconds", "s_per_img", "img_per_s", "model_img_per_s",
+    "test_images", "test_seconds", "s_per_img", "img_per_s", "model_img_per_s", "mixed_configs",
 )
 FAILED_COLUMNS = (*IDENTITY, "status", "error", "finished_at", "run_dir")
 ENVIRONMENT_FIELDS = (
@@ -48,8 +51,14 @@ TABLE_FILES = {
     "per_category": "per_category.csv",
     "comparison": "comparison.csv",
     "failed_runs": "failed_runs.csv",
+    "category_results": "category_results.csv",
+    "category_speed": "category_speed.csv",
+    "seeds": "seeds.csv",
+    "experiment_deltas": "experiment_deltas.csv",
+    "config_check": "config_check.csv",
+    "references": "references.csv",
 }
-FIGURE_FILES = ("metrics", "speed")  # out_dir/figures/<name>.png, saved by the notebook
+FIGURE_FILES = ("metrics", "speed", "deltas")  # out_dir/figures/<name>.png, saved by the notebook
 NOTEBOOK_NAME = "summary.ipynb"
 METRIC_LABELS = {
     "image_auroc": "image AUROC",
@@ -140,7 +149,8 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
     (not a mean of per-run rates); ``model_img_per_s`` is the mean over runs.
 
     ``incomplete`` is True when another model on the same experiment × dataset has a category this
-    one lacks (listed in ``missing_categories``).
+    one lacks (listed in ``missing_categories``). ``mixed_configs`` is True when the group's runs
+    were made from different configs (see :func:`report_tables.config_check`).
     """
     runs = per_category_table(frame)
     if runs.empty:
@@ -179,6 +189,8 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
     table["incomplete"] = [bool(m) for m in missing]
     table["n_categories"] = table["n_categories"].astype(int)
     table["n_runs"] = table["n_runs"].astype(int)
+    mixed = report_tables.config_check(frame).set_index(list(GROUP))["mixed"]
+    table["mixed_configs"] = [bool(mixed.get(key, False)) for key in zip(*(table[g] for g in GROUP))]
     return table.loc[:, list(COMPARISON_COLUMNS)].reset_index(drop=True)
 
 
@@ -206,18 +218,127 @@ def environment_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index().loc[:, columns]
 
 
-def write_tables(frame: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
-    """Write per_category.csv, comparison.csv and failed_runs.csv under ``out_dir/tables``."""
+REFERENCE_TABLE_COLUMNS = (
+    *GROUP, "category", "source", "external", "reference_dataset", "same_dataset",
+    "image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "pixel_aupro",
+    "model_latency_ms_median", "model_img_per_s", "note",
+)
+
+
+def reference_table(frame: pd.DataFrame, reference_paths: list[Path | str] = ()) -> pd.DataFrame:
+    """Our means beside published ones, per experiment × dataset × model.
+
+    For each of our groups: our row (``external`` False, category ``(mean)``), then every reference
+    for the same model kind (and EfficientAD size) marked ``external`` True, with the dataset it was
+    measured on; ``same_dataset`` says whether that is our dataset kind. Where the dataset kind
+    matches and a reference has per-category numbers, our per-category rows and those follow.
+    """
+    columns = list(REFERENCE_TABLE_COLUMNS)
+    refs = references.references_frame(list(reference_paths))
+    if refs.empty:
+        return pd.DataFrame(columns=columns)
+    runs = per_category_table(frame)
+    comparison = comparison_table(frame).set_index(list(GROUP))
+    cells = report_tables.category_results(runs).set_index([*GROUP, "category"])
+    latency = runs.groupby(list(GROUP), dropna=False)["model_latency_ms_median"].mean()
+    rows = []
+    for _, ident in references.model_identity(frame.loc[_is_ok(frame)]).iterrows():
+        key = tuple(ident[g] for g in GROUP)
+        matches = refs.loc[(refs["model_kind"] == ident["model_kind"])
+                           & refs["model_size"].isin(["", ident["model_size"]])]
+        if matches.empty or key not in comparison.index:
+            continue
+        ours = {**dict(zip(GROUP, key)), "source": f"vadbench ({key[0]})", "external": False,
+                "reference_dataset": ident["dataset_kind"], "same_dataset": True, "note": "",
+                "model_latency_ms_median": latency.get(key, np.nan)}
+        mean = comparison.loc[key]
+        rows.append({**ours, "category": references.MEAN, **{m: mean[m] for m in METRICS},
+                     "model_img_per_s": mean["model_img_per_s"]})
+        for _, ref in matches.iterrows():
+            same = ref["dataset_kind"] == ident["dataset_kind"]
+            if ref["category"] != references.MEAN and not (same and (*key, ref["category"]) in cells.index):
+                continue
+            if ref["category"] != references.MEAN:
+                ours_cell = cells.loc[(*key, ref["category"])]
+                rows.append({**ours, "category": ref["category"], **{m: ours_cell[m] for m in METRICS},
+                             "model_latency_ms_median": np.nan})
+            label = ref["dataset_label"] or ref["dataset_kind"]
+            rows.append({**dict(zip(GROUP, key)), "category": ref["category"], "source": ref["source"],
+                         "external": True, "reference_dataset": label, "same_dataset": bool(same),
+                         "note": ref["note"], **{f: ref[f] for f in references.REFERENCE_FIELDS}})
+    return pd.DataFrame(rows).reindex(columns=columns).drop_duplicates().reset_index(drop=True)
+
+
+def report_tables_for(frame: pd.DataFrame, reference_paths: list[Path | str] = (),
+                      baseline: str | None = None) -> dict[str, pd.DataFrame]:
+    """Every table of the report, by its TABLE_FILES name."""
+    runs = per_category_table(frame)
+    return {
+        "per_category": runs,
+        "comparison": comparison_table(frame),
+        "failed_runs": failed_runs(frame),
+        "category_results": report_tables.category_results(runs),
+        "category_speed": report_tables.category_speed(runs),
+        "seeds": report_tables.seed_summary(runs),
+        "experiment_deltas": report_tables.experiment_deltas(runs, baseline),
+        "config_check": report_tables.config_check(frame),
+        "references": reference_table(frame, reference_paths),
+    }
+
+
+def write_tables(frame: pd.DataFrame, out_dir: Path | str, reference_paths: list[Path | str] = (),
+                 baseline: str | None = None) -> dict[str, Path]:
+    """Write every table of TABLE_FILES as CSV under ``out_dir/tables``."""
+    return save_tables(report_tables_for(frame, reference_paths, baseline), out_dir)
+
+
+def save_tables(tables: dict[str, pd.DataFrame], out_dir: Path | str) -> dict[str, Path]:
+    """Write tables (as from :func:`report_tables_for`) to ``out_dir/tables/<TABLE_FILES name>``."""
     tables_dir = Path(out_dir) / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)
-    builders = {"per_category": per_category_table, "comparison": comparison_table, "failed_runs": failed_runs}
     paths = {}
-    for name, builder in builders.items():
+    for name, table in tables.items():
         path = tables_dir / TABLE_FILES[name]
-        builder(frame).to_csv(path, index=False)
+        table.to_csv(path, index=False)
         paths[name] = path
     log.info("wrote %d tables to %s", len(paths), tables_dir)
     return paths
+
+
+def runs_overview(frame: pd.DataFrame) -> str:
+    """Markdown: how many runs by status, which experiments, models and datasets, and warnings
+    for failed runs, mixed configs and means over fewer categories."""
+    frame = _with_columns(frame, (*IDENTITY, "status"))
+    status = frame["status"].astype("string").fillna("(none)").value_counts().to_dict()
+    names = {c: ", ".join(sorted(frame[c].dropna().astype(str).unique())) or "?"
+             for c in ("experiment", "model", "dataset")}
+    lines = [f"**{len(frame)} run records**: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".",
+             f"Experiments: {names['experiment']}. Models: {names['model']}. Datasets: {names['dataset']}."]
+    failed = int((~_is_ok(frame)).sum())
+    if failed:
+        lines.append(f"⚠ {failed} run(s) did not finish `ok`: listed under *Failed runs*, never averaged in.")
+    comparison = comparison_table(frame)
+    for _, row in comparison.loc[comparison["mixed_configs"]].iterrows():
+        lines.append(f"⚠ {row['experiment']} / {row['dataset']} / {row['model']}: runs from different configs "
+                     "(see *Mixed configurations*).")
+    for _, row in comparison.loc[comparison["incomplete"]].iterrows():
+        lines.append(f"⚠ {row['experiment']} / {row['dataset']} / {row['model']}: mean over {row['n_categories']} "
+                     f"categories, lacks {row['missing_categories']}; not comparable as if equal.")
+    return "\n\n".join(lines)
+
+
+def by_group(table: pd.DataFrame, keys: tuple[str, ...] = GROUP) -> list[tuple[str, pd.DataFrame]]:
+    """The table split per experiment × dataset × model: ('experiment / dataset / model', rows
+    without the key columns, indexed by category where there is one), in sorted order, for
+    display one group at a time."""
+    if table.empty:
+        return []
+    parts = []
+    for key, sub in table.groupby(list(keys), dropna=False, sort=True):
+        title = " / ".join("?" if pd.isna(k) else str(k) for k in key)
+        sub = sub.drop(columns=list(keys))
+        parts.append((title, sub.set_index("category") if "category" in sub.columns else sub.reset_index(drop=True)))
+    return parts
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,6 +439,83 @@ def speed_figure(frame: pd.DataFrame) -> Figure:
     return fig
 
 
+DELTA_FIGURE_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1")
+
+
+def delta_figure(frame: pd.DataFrame, baseline: str | None = None) -> Figure:
+    """Per-category differences between experiments (b minus a; see
+    :func:`report_tables.experiment_deltas`): one row of panels per metric, one column per
+    experiment pair × dataset, categories on x, models side by side, zero line drawn."""
+    deltas = report_tables.experiment_deltas(per_category_table(frame), baseline)
+    deltas = deltas.loc[deltas["metric"].isin(DELTA_FIGURE_METRICS) & (deltas["category"] != report_tables.MEAN_LABEL)]
+    if deltas.empty:
+        return _empty_figure("no experiment deltas: no two experiments share a model and dataset")
+    deltas = deltas.assign(panel=deltas["experiment_b"] + " − " + deltas["experiment_a"] + "\n"
+                           + deltas["dataset"].astype(str), model=deltas["model"].astype(str),
+                           category=deltas["category"].astype(str))
+    metrics = [m for m in DELTA_FIGURE_METRICS if (deltas["metric"] == m).any()]
+    panels = sorted(deltas["panel"].unique())
+    models = sorted(deltas["model"].unique())
+    palette = dict(zip(models, sns.color_palette(n_colors=len(models))))
+    widths = [max(2, deltas.loc[deltas["panel"] == p, "category"].nunique()) for p in panels]
+    fig = Figure(figsize=(1.0 * sum(widths) + 1.5 * len(panels) + 1.5, 2.3 * len(metrics)), layout="constrained")
+    axes = fig.subplots(len(metrics), len(panels), squeeze=False, sharey="row", gridspec_kw={"width_ratios": widths})
+    for i, metric in enumerate(metrics):
+        for j, panel in enumerate(panels):
+            ax = axes[i, j]
+            data = deltas.loc[(deltas["panel"] == panel) & (deltas["metric"] == metric)]
+            if data.empty:
+                ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+            else:
+                sns.barplot(data=data, x="category", y="delta", hue="model", hue_order=models, palette=palette,
+                            order=sorted(data["category"].unique()), errorbar=None, ax=ax, legend=False)
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_xlabel("")
+            ax.set_ylabel(f"Δ {METRIC_LABELS.get(metric, metric)}" if j == 0 else "", fontsize=8)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+            if i == 0:
+                ax.set_title(panel, fontsize=9)
+    fig.legend(handles=[Patch(color=palette[m], label=m) for m in models], loc="outside upper center",
+               ncols=len(models), frameon=False)
+    return fig
+
+
+QUALITATIVE_FILE = "anomaly_maps.png"
+
+
+def qualitative_grids(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """Per experiment × dataset: (title, HTML table) with one row per category and one column per
+    model, each cell the run's own anomaly-map figure (image, ground truth, heat map, predicted
+    mask for a good image and one per defect type), embedded as base64 PNG; the lowest seed of
+    each `ok` run is shown. A run without the figure gets a 'no figure' cell."""
+    frame = _with_columns(frame, (*IDENTITY, "status", "_path"))
+    runs = frame.loc[_is_ok(frame)].sort_values(list(IDENTITY), na_position="last", kind="stable")
+    grids = []
+    for (experiment, dataset), sub in runs.groupby(["experiment", "dataset"], dropna=False, sort=True):
+        models = sorted(sub["model"].astype(str).unique())
+        first = sub.drop_duplicates(["model", "category"])
+        cells = {(str(r["model"]), str(r["category"])): r["_path"] for _, r in first.iterrows()}
+        header = "".join(f"<th>{html_text.escape(m)}</th>" for m in models)
+        body = []
+        for category in sorted(first["category"].astype(str).unique()):
+            row = "".join(f"<td>{_figure_cell(cells.get((m, category)))}</td>" for m in models)
+            body.append(f"<tr><th>{html_text.escape(category)}</th>{row}</tr>")
+        table = (f'<table class="vadbench-grid"><thead><tr><th>category</th>{header}</tr></thead>'
+                 f"<tbody>{''.join(body)}</tbody></table>")
+        grids.append((f"{experiment} / {dataset}", table))
+    return grids
+
+
+def _figure_cell(record_path: Any) -> str:
+    if not isinstance(record_path, str):
+        return "no run"
+    png = Path(record_path).parent / QUALITATIVE_FILE
+    if not png.is_file():
+        return f"no figure ({html_text.escape(QUALITATIVE_FILE)} missing)"
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<img alt="{html_text.escape(str(png.parent))}" src="data:image/png;base64,{data}">'
+
+
 # --------------------------------------------------------------------------------------------
 # report
 
@@ -336,20 +534,22 @@ def default_notebook() -> Path:
 
 
 def build_report(runs_dir: Path | str, out_dir: Path | str, notebook: Path | str | None = None,
-                 timeout_s: int = 600) -> dict[str, Path]:
-    """Execute the summary notebook with papermill and export it as self-contained HTML.
+                 timeout_s: int = 600, pdf: bool = True, baseline: str | None = None) -> dict[str, Path]:
+    """Execute the summary notebook with papermill; export it to self-contained HTML and, with
+    Chromium present, to PDF.
 
     Writes ``out_dir/summary.ipynb`` (executed), ``out_dir/summary.html`` (outputs only, figures
-    embedded as base64 PNG) and ``out_dir/tables/*.csv`` (written by the notebook).
-    Raises FileNotFoundError when ``runs_dir`` holds no readable record.
+    embedded, nothing fetched from the network), ``out_dir/summary.pdf`` (Chromium's print of
+    the HTML; skipped with a warning when Chromium is absent) and ``out_dir/tables/*.csv``.
+    Reference numbers come from the files the records' params files name (``references:``),
+    resolved against the current directory. Raises ReportError when ``runs_dir`` holds no record.
     """
     runs_dir = Path(runs_dir).resolve()
     out_dir = Path(out_dir).resolve()
     frame = load_frame(runs_dir)  # fails early and clearly when there is nothing to report
+    reference_paths = [str(p.resolve()) for p in references.reference_files(frame)]
 
-    import nbformat
     import papermill
-    from nbconvert import HTMLExporter
 
     notebook = Path(notebook) if notebook is not None else default_notebook()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -357,15 +557,15 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, notebook: Path | str
     log.info("report on %d records from %s -> %s", len(frame), runs_dir, out_dir)
     papermill.execute_notebook(
         str(notebook), str(executed),
-        parameters={"runs_dir": str(runs_dir), "out_dir": str(out_dir)},
+        parameters={"runs_dir": str(runs_dir), "out_dir": str(out_dir), "reference_files": reference_paths,
+                    "baseline_experiment": baseline or ""},
         kernel_name="python3", cwd=str(out_dir), progress_bar=False, log_output=False,
         execution_timeout=timeout_s,
     )
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    html = out_dir / "summary.html"
-    html.write_text(body, encoding="utf-8")
+    html = export.export_html(executed, out_dir / "summary.html")
     paths = {"html": html, "notebook": executed}
+    if pdf:
+        paths.update(_write_pdf(html, out_dir / "summary.pdf"))
     for name, filename in TABLE_FILES.items():
         path = out_dir / "tables" / filename
         if not path.is_file():
@@ -377,3 +577,14 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, notebook: Path | str
             paths[f"{name}_figure"] = path
     log.info("wrote %s", html)
     return paths
+
+
+def _write_pdf(html: Path, pdf: Path) -> dict[str, Path]:
+    """Print the HTML to PDF when Chromium is there; otherwise say so and write none."""
+    if export.find_chromium() is None:
+        pdf.unlink(missing_ok=True)  # never leave a stale PDF beside a new HTML
+        log.warning("no PDF: Chromium not found; %s (the HTML report is complete)", export.INSTALL_HINT)
+        return {}
+    export.print_pdf(html, pdf)
+    log.info("wrote %s (%d pages)", pdf, export.pdf_pages(pdf))
+    return {"pdf": pdf}

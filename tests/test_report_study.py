@@ -1,0 +1,328 @@
+"""The report's tables on a small study with known values: two experiments (one with two seeds),
+two models, two datasets, a failed run, a missing category, a mixed config and reference numbers.
+Every expected number is computed here from the values written into the records."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+from statistics import fmean, stdev
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from vadbench import export, report, report_tables  # noqa: E402
+from vadbench.records import METRICS, load_records, records_frame, run_dir, write_record  # noqa: E402
+
+SEEDS = {"base": (0, 1), "half": (0,)}
+MODELS = {"draem": ("draem", ""), "efficientad_s": ("efficientad", "small")}
+DATASETS = {"dsA": ("mvtec_ad", ("carpet", "grid")), "dsB": ("demo", ("c1", "c2", "c3"))}
+FAILED = ("base", "draem", "dsB", "c2", 1)  # failed: in no table but the failed-runs list
+MISSING = ("half", "efficientad_s", "dsB", "c3")  # never run: that mean covers fewer categories
+MIXED = ("half", "dsA", "draem")  # its grid run used another beta
+ERROR = "RuntimeError: CUDA out of memory"
+REFERENCE = {
+    "references": [
+        {"citation": "DRAEM paper", "model_kind": "draem", "dataset_kind": "mvtec_ad", "dataset_label": "MVTec AD",
+         "mean": {"image_auroc": 0.98, "pixel_auroc": 0.973}, "categories": {"carpet": {"image_auroc": 0.97}}},
+        {"citation": "EfficientAD paper", "model_kind": "efficientad", "model_size": "small",
+         "dataset_kind": "mvtec_ad", "mean": {"image_auroc": 0.988, "model_latency_ms_median": 2.2}},
+        {"citation": "EfficientAD paper", "model_kind": "efficientad", "model_size": "medium",
+         "dataset_kind": "mvtec_ad", "mean": {"image_auroc": 0.991}},
+    ]
+}
+GROUP = ("experiment", "dataset", "model")
+
+
+def value(exp: str, model: str, dataset: str, category: str, seed: int, metric: str) -> float:
+    i = (list(SEEDS).index(exp), list(MODELS).index(model), list(DATASETS).index(dataset))
+    c = DATASETS[dataset][1].index(category)
+    return round(0.30 + 0.10 * i[0] + 0.13 * i[1] + 0.05 * i[2] + 0.04 * c + 0.031 * seed
+                 + 0.011 * METRICS.index(metric), 6)
+
+
+def timing(exp: str, model: str, dataset: str, category: str, seed: int) -> dict[str, float]:
+    c = DATASETS[dataset][1].index(category)
+    m = list(MODELS).index(model)
+    images = 15 + 10 * c + 5 * m + 2 * seed
+    seconds = 2.0 + 1.25 * c + 3.5 * m + 0.5 * seed + (0.25 if exp == "half" else 0.0)
+    return {"test_images": images, "test_seconds": seconds, "pipeline_img_per_s": images / seconds,
+            "model_latency_ms_median": 10.0 + c + 20 * m + seed, "model_img_per_s": 50.0 + 5 * c + 100 * m - seed,
+            "fit_seconds": 60.0 + c}
+
+
+def cells():
+    for exp, seeds in SEEDS.items():
+        for model, (dataset, (kind, categories)) in itertools.product(MODELS, DATASETS.items()):
+            for category, seed in itertools.product(categories, seeds):
+                if (exp, model, dataset, category) != MISSING:
+                    yield exp, model, dataset, category, seed
+
+
+def make_study(root: Path) -> dict:
+    """Write params, references and records; return the ok runs' values by (exp, model, dataset, category, seed)."""
+    (root / "refs.yaml").write_text(yaml.safe_dump(REFERENCE))
+    for exp in SEEDS:
+        (root / f"{exp}.yaml").write_text(yaml.safe_dump({"name": exp, "references": [str(root / "refs.yaml")]}))
+    truth = {}
+    for exp, model, dataset, category, seed in cells():
+        kind, size = MODELS[model]
+        beta = [0.2, 1.0] if (exp, dataset, model) == MIXED and category == "grid" else [0.1, 1.0]
+        config = {"experiment": exp, "category": category, "seed": seed,
+                  "model": {"name": model, "kind": kind},
+                  "model_params": {"model_size": size} if size else {"beta": beta},
+                  "dataset": {"name": dataset, "kind": DATASETS[dataset][0]}}
+        record = {"status": "ok", "error": None, "experiment": exp, "model": model, "dataset": dataset,
+                  "dataset_kind": DATASETS[dataset][0], "category": category, "seed": seed,
+                  "params_file": str(root / f"{exp}.yaml"), "config": config,
+                  "metrics": {m: value(exp, model, dataset, category, seed, m) for m in METRICS},
+                  "timing": timing(exp, model, dataset, category, seed)}
+        directory = run_dir(root / "runs", exp, model, dataset, category, seed)
+        if (exp, model, dataset, category, seed) == FAILED:
+            record.update(status="failed", error=ERROR, metrics={"image_auroc": 0.0})
+        else:
+            truth[(exp, model, dataset, category, seed)] = {**record["metrics"], **record["timing"]}
+            shade = (40 * list(MODELS).index(model) + 60, 120, 30 * seed + 90)
+            directory.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (80, 60), shade).save(directory / "anomaly_maps.png")
+        write_record(directory, record)
+    return truth
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    truth = make_study(root)
+    frame = records_frame(load_records(root / "runs"))
+    tables = report.report_tables_for(frame, [root / "refs.yaml"], baseline="base")
+    return root, truth, frame, tables
+
+
+def seed_values(truth, exp, model, dataset, category, field):
+    return [v[field] for k, v in truth.items() if k[:4] == (exp, model, dataset, category) and field in v]
+
+
+def cell_mean(truth, exp, model, dataset, category, field):
+    values = seed_values(truth, exp, model, dataset, category, field)
+    return fmean(values) if values else math.nan
+
+
+def categories_of(truth, exp, model, dataset):
+    return sorted({k[3] for k in truth if k[:3] == (exp, model, dataset)})
+
+
+def approx(want):
+    return pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_category_results_mean_std_seeds(study):
+    _, truth, _, tables = study
+    table = tables["category_results"]
+    assert list(table.columns) == list(report_tables.RESULT_COLUMNS)
+    assert len(table) == len({k[:4] for k in truth}) == 19
+    for _, row in table.iterrows():
+        key = (row["experiment"], row["model"], row["dataset"], row["category"])
+        assert row["n_seeds"] == len(seed_values(truth, *key, "image_auroc"))
+        for metric in METRICS:
+            values = seed_values(truth, *key, metric)
+            assert row[metric] == approx(fmean(values)), (key, metric)
+            if len(values) > 1:
+                assert row[f"{metric}_std"] == approx(stdev(values))
+            else:
+                assert math.isnan(row[f"{metric}_std"])
+    failed = table.set_index(["experiment", "model", "dataset", "category"]).loc[FAILED[:4]]
+    assert failed["n_seeds"] == 1  # the failed seed is not counted
+    text = report_tables.mean_std_text(table)
+    row = text.loc[(table["experiment"] == "base") & (table["category"] == "carpet") & (table["model"] == "draem")]
+    values = seed_values(truth, "base", "draem", "dsA", "carpet", "image_auroc")
+    assert row["image_auroc"].item() == f"{fmean(values):.3f} ± {stdev(values):.3f}"
+
+
+def test_category_speed_totals(study):
+    _, truth, _, tables = study
+    table = tables["category_speed"]
+    assert list(table.columns) == list(report_tables.SPEED_COLUMNS)
+    for _, row in table.iterrows():
+        key = (row["experiment"], row["model"], row["dataset"], row["category"])
+        images = sum(seed_values(truth, *key, "test_images"))
+        seconds = sum(seed_values(truth, *key, "test_seconds"))
+        assert (row["test_images"], row["test_seconds"]) == (images, approx(seconds))
+        assert row["s_per_img"] == approx(seconds / images)
+        assert row["img_per_s"] == approx(images / seconds)
+        assert row["model_latency_ms_median"] == approx(fmean(seed_values(truth, *key, "model_latency_ms_median")))
+        assert row["model_img_per_s"] == approx(fmean(seed_values(truth, *key, "model_img_per_s")))
+
+
+def test_comparison_means_totals_and_flags(study):
+    _, truth, _, tables = study
+    table = tables["comparison"].set_index(list(GROUP))
+    assert len(table) == 8
+    for (exp, dataset, model), row in table.iterrows():
+        categories = categories_of(truth, exp, model, dataset)
+        assert row["n_categories"] == len(categories)
+        for metric in METRICS:
+            want = fmean(cell_mean(truth, exp, model, dataset, c, metric) for c in categories)
+            assert row[metric] == approx(want), (exp, dataset, model, metric)
+        runs = [v for k, v in truth.items() if k[:3] == (exp, model, dataset)]
+        images, seconds = sum(v["test_images"] for v in runs), sum(v["test_seconds"] for v in runs)
+        assert row["test_images"] == images and row["test_seconds"] == approx(seconds)
+        assert row["s_per_img"] == approx(seconds / images) and row["img_per_s"] == approx(images / seconds)
+        assert bool(row["incomplete"]) == ((exp, model, dataset) == MISSING[:3])
+        assert bool(row["mixed_configs"]) == ((exp, dataset, model) == MIXED)
+    assert table.loc[("half", "dsB", "efficientad_s"), "missing_categories"] == "c3"
+    assert tables["failed_runs"]["error"].tolist() == [ERROR]
+
+
+def test_seed_summary(study):
+    _, truth, _, tables = study
+    table = tables["seeds"].set_index(list(GROUP))
+    for (exp, dataset, model), row in table.iterrows():
+        seeds = sorted({k[4] for k in truth if k[:3] == (exp, model, dataset)})
+        assert row["n_seeds"] == len(seeds) == len(SEEDS[exp])
+        assert row["seeds"] == ", ".join(map(str, seeds))
+        for metric in ("image_auroc", "pixel_aupro"):
+            per_seed = [fmean(v[metric] for k, v in truth.items() if k[:3] == (exp, model, dataset) and k[4] == s)
+                        for s in seeds]
+            assert row[metric] == approx(fmean(per_seed))
+            if len(seeds) > 1:
+                assert row[f"{metric}_std"] == approx(stdev(per_seed))
+            else:
+                assert math.isnan(row[f"{metric}_std"])
+
+
+def test_experiment_deltas(study):
+    _, truth, _, tables = study
+    deltas = tables["experiment_deltas"]
+    assert set(zip(deltas["experiment_a"], deltas["experiment_b"])) == {("base", "half")}
+    by = deltas.set_index(["dataset", "model", "category", "metric"])
+    for model, dataset in itertools.product(MODELS, DATASETS):
+        common = sorted(set(categories_of(truth, "base", model, dataset)) & set(categories_of(truth, "half", model, dataset)))
+        for metric in ("image_auroc", "pixel_f1", "img_per_s"):
+            a, b = [], []
+            for category in common:
+                if metric == "img_per_s":
+                    pair = [sum(seed_values(truth, e, model, dataset, category, "test_images"))
+                            / sum(seed_values(truth, e, model, dataset, category, "test_seconds")) for e in ("base", "half")]
+                else:
+                    pair = [cell_mean(truth, e, model, dataset, category, metric) for e in ("base", "half")]
+                row = by.loc[(dataset, model, category, metric)]
+                assert (row["value_a"], row["value_b"]) == (approx(pair[0]), approx(pair[1]))
+                assert row["delta"] == approx(pair[1] - pair[0])
+                a.append(pair[0])
+                b.append(pair[1])
+            mean = by.loc[(dataset, model, report_tables.MEAN_LABEL, metric)]
+            assert mean["n_categories"] == len(common)
+            assert mean["delta"] == approx(fmean(b) - fmean(a))
+    assert by.loc[("dsB", "efficientad_s", report_tables.MEAN_LABEL, "image_auroc"), "n_categories"] == 2
+    view = report_tables.delta_view(deltas)
+    assert len(view) == 4 and ("image_auroc", "delta") in view.columns
+
+
+def test_config_check_names_the_difference(study):
+    _, _, _, tables = study
+    check = tables["config_check"].set_index(list(GROUP))
+    assert check["mixed"].sum() == 1 and bool(check.loc[MIXED, "mixed"])
+    assert check.loc[MIXED, "n_configs"] == 2
+    assert check.loc[MIXED, "differing_keys"] == "model_params.beta"
+
+
+def test_references_beside_ours(study):
+    _, truth, _, tables = study
+    refs = tables["references"]
+    draem = refs.loc[(refs["experiment"] == "base") & (refs["dataset"] == "dsA") & (refs["model"] == "draem")]
+    ours_mean = draem.loc[~draem["external"] & (draem["category"] == "(mean)")]
+    want = fmean(cell_mean(truth, "base", "draem", "dsA", c, "image_auroc") for c in ("carpet", "grid"))
+    assert ours_mean["image_auroc"].item() == approx(want)
+    external = draem.loc[draem["external"].astype(bool)]
+    assert sorted(zip(external["category"], external["image_auroc"])) == [("(mean)", 0.98), ("carpet", 0.97)]
+    assert external["same_dataset"].all() and (external["source"] == "DRAEM paper").all()
+    carpet = draem.loc[~draem["external"] & (draem["category"] == "carpet"), "image_auroc"].item()
+    assert carpet == approx(cell_mean(truth, "base", "draem", "dsA", "carpet", "image_auroc"))
+    # on the demo-kind dataset the MVTec numbers appear only as means, marked not the same dataset
+    eff_b = refs.loc[(refs["experiment"] == "base") & (refs["dataset"] == "dsB") & (refs["model"] == "efficientad_s")]
+    ext = eff_b.loc[eff_b["external"].astype(bool)]
+    assert ext["image_auroc"].tolist() == [0.988] and not ext["same_dataset"].any()  # the medium one is not matched
+    assert ext["model_latency_ms_median"].tolist() == [2.2]
+
+
+def test_written_csvs_equal_the_tables(study, tmp_path):
+    root, _, frame, tables = study
+    paths = report.save_tables(tables, tmp_path)
+    assert {name: path.name for name, path in paths.items()} == report.TABLE_FILES
+    for name in ("category_results", "category_speed", "seeds", "experiment_deltas"):
+        pd.testing.assert_frame_equal(pd.read_csv(paths[name]), tables[name], check_dtype=False, atol=1e-12)
+
+
+def test_figures_draw(study):
+    _, truth, frame, _ = study
+    fig = report.delta_figure(frame, "base")
+    heights = sorted(round(p.get_height(), 9) for ax in fig.axes for p in ax.patches if not np.isnan(p.get_height()))
+    assert len(heights) == 4 * 9  # 4 metrics × (draem 5 + efficientad 4 common categories)
+    grids = report.qualitative_grids(frame)
+    assert [title for title, _ in grids] == ["base / dsA", "base / dsB", "half / dsA", "half / dsB"]
+    assert grids[1][1].count("data:image/png;base64,") == 6  # 3 categories × 2 models
+    assert "no run" in grids[3][1]  # efficientad_s never ran c3 in half
+
+
+def test_no_reference_files():
+    empty = report.reference_table(records_frame([{"status": "ok", "model": "m", "dataset": "d"}]), [])
+    assert empty.empty and list(empty.columns) == list(report.REFERENCE_TABLE_COLUMNS)
+
+
+def test_external_references_detected():
+    page = ('<script src="https://cdn.x/require.js"></script><link rel="stylesheet" href="//fonts.x/a.css">'
+            '<img src="data:image/png;base64,AAAA"><script type="module">import m from "https://cdn.x/m.mjs"</script>')
+    found = export.external_references(page)
+    assert len(found) == 3 and not any("data:image" in f for f in found)
+
+
+def chromium_or_skip() -> None:
+    if export.find_chromium() is not None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("Chromium is missing on CI: `make report-deps` (apt-get install chromium) must run first")
+    pytest.skip("Chromium not installed (make report-deps); the HTML/PDF rendering check needs it")
+
+
+@pytest.fixture(scope="module")
+def built(study):
+    chromium_or_skip()
+    root, _, _, _ = study
+    return report.build_report(root / "runs", root / "report", baseline="base")
+
+
+def test_html_is_self_contained_and_renders(built, study):
+    html = built["html"].read_text(encoding="utf-8")
+    assert export.external_references(html) == []
+    assert "<script src=" not in html and "cdnjs" not in html
+    for heading in ("Per-category results", "Per-category speed", "Comparison", "Seeds", "Experiment vs experiment",
+                    "Published reference numbers (external)", "Qualitative examples", "Failed runs",
+                    "Mixed configurations", ERROR):
+        assert heading in html, heading
+    rendered = export.check_rendered(built["html"])
+    # metrics, speed and delta figures + 19 + 19 qualitative cells (5 × 2 models per experiment, minus one)
+    assert rendered["images"] == 3 + 19 and rendered["broken"] == 0
+    assert rendered["tables"] >= 8 * 2 + 6 and rendered["height"] > 3000
+    shot = export.screenshot(built["html"], built["html"].with_name("screenshot.png"))
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (1800, 1400)
+    assert (pixels < 200).mean() > 0.01 and pixels.std() > 10  # text and tables, not a blank page
+
+
+def test_pdf_has_the_report(built):
+    from pypdf import PdfReader
+
+    pdf = built["pdf"]
+    assert pdf == pdf.with_name("summary.pdf") and export.pdf_pages(pdf) >= 3
+    text = " ".join(page.extract_text() for page in PdfReader(str(pdf)).pages)
+    for words in ("Per-category results", "Comparison", "external", "Failed runs"):
+        assert words in text, words
