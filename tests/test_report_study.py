@@ -326,3 +326,38 @@ def test_pdf_has_the_report(built):
     text = " ".join(page.extract_text() for page in PdfReader(str(pdf)).pages)
     for words in ("Per-category results", "Comparison", "external", "Failed runs"):
         assert words in text, words
+
+
+def test_reference_file_is_strict(tmp_path):
+    from vadbench.errors import ConfigError
+    from vadbench.references import load_reference_file
+
+    good = {"citation": "x", "model_kind": "draem", "dataset_kind": "mvtec_ad", "mean": {"image_auroc": 0.9}}
+    for change, message in (({"mean": {"image_auroc": 98.0}}, "not a fraction"),
+                            ({"mean": {"img_auroc": 0.9}}, "unknown metric references\\[0\\].mean.img_auroc"),
+                            ({"paper": "y"}, "unknown key 'references\\[0\\].paper'")):
+        path = tmp_path / "refs.yaml"
+        path.write_text(yaml.safe_dump({"references": [{**good, **change}]}))
+        with pytest.raises(ConfigError, match=message):
+            load_reference_file(path)
+
+
+def test_demo_params_name_the_published_references():
+    from vadbench.config import load_experiment
+    from vadbench.references import references_frame
+
+    root = Path(__file__).resolve().parents[1]
+    experiment = load_experiment(root / "params/experiments/demo.yaml")
+    refs = references_frame([root / path for path in experiment.references])
+    draem = refs.loc[(refs["model_kind"] == "draem") & (refs["category"] == "(mean)")]
+    assert draem["image_auroc"].tolist() == [0.98]  # the paper's 98.0 %
+
+
+def test_no_pdf_without_chromium(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(export.CHROMIUM_ENV, str(tmp_path / "no-such-chromium"))
+    assert export.find_chromium() is None
+    (tmp_path / "summary.pdf").write_bytes(b"stale")
+    html = tmp_path / "summary.html"
+    html.write_text("<html><body>x</body></html>")
+    assert report._write_pdf(html, tmp_path / "summary.pdf") == {}
+    assert not (tmp_path / "summary.pdf").exists() and "Chromium not found" in caplog.text
