@@ -329,7 +329,7 @@ def runs_overview(frame: pd.DataFrame) -> str:
 
 def by_group(table: pd.DataFrame, keys: tuple[str, ...] = GROUP) -> list[tuple[str, pd.DataFrame]]:
     """The table split per experiment × dataset × model: ('experiment / dataset / model', rows
-    without the key columns, indexed by category where there is one), in sorted order, for
+    without the key columns, indexed by category or else model where there is one), in sorted order, for
     display one group at a time."""
     if table.empty:
         return []
@@ -337,7 +337,8 @@ def by_group(table: pd.DataFrame, keys: tuple[str, ...] = GROUP) -> list[tuple[s
     for key, sub in table.groupby(list(keys), dropna=False, sort=True):
         title = " / ".join("?" if pd.isna(k) else str(k) for k in key)
         sub = sub.drop(columns=list(keys))
-        parts.append((title, sub.set_index("category") if "category" in sub.columns else sub.reset_index(drop=True)))
+        index = next((c for c in ("category", "model") if c in sub.columns), None)
+        parts.append((title, sub.set_index(index) if index else sub.reset_index(drop=True)))
     return parts
 
 
