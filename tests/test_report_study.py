@@ -361,3 +361,21 @@ def test_no_pdf_without_chromium(tmp_path, monkeypatch, caplog):
     html.write_text("<html><body>x</body></html>")
     assert report._write_pdf(html, tmp_path / "summary.pdf") == {}
     assert not (tmp_path / "summary.pdf").exists() and "Chromium not found" in caplog.text
+
+
+def test_foreign_records_through_every_table_and_figure(tmp_path):
+    """Records lacking identity, config, timing and figures: every table and figure still builds."""
+    write_record(tmp_path / "x", {"status": "ok", "model": "m", "dataset": "d", "metrics": {"image_auroc": 0.5}})
+    write_record(run_dir(tmp_path, "e", "m", "d", "c", 0), {
+        "status": "ok", "experiment": "e", "model": "m", "dataset": "d", "category": "c", "seed": 0,
+        "metrics": {"image_auroc": 0.7}})
+    frame = records_frame(load_records(tmp_path))
+    tables = report.report_tables_for(frame, [], None)
+    assert tables["category_results"]["image_auroc"].tolist() == [0.7, 0.5]
+    assert tables["category_speed"]["test_images"].isna().all()  # never 0
+    assert tables["experiment_deltas"].empty and tables["references"].empty
+    assert not tables["config_check"]["mixed"].any()
+    grids = dict(report.qualitative_grids(frame))
+    assert "no figure (anomaly_maps.png missing)" in grids["e / d"]
+    report.delta_figure(frame).canvas.draw()
+    assert "2 run records" in report.runs_overview(frame)

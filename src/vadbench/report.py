@@ -493,23 +493,30 @@ def qualitative_grids(frame: pd.DataFrame) -> list[tuple[str, str]]:
     runs = frame.loc[_is_ok(frame)].sort_values(list(IDENTITY), na_position="last", kind="stable")
     grids = []
     for (experiment, dataset), sub in runs.groupby(["experiment", "dataset"], dropna=False, sort=True):
-        models = sorted(sub["model"].astype(str).unique())
         first = sub.drop_duplicates(["model", "category"])
-        cells = {(str(r["model"]), str(r["category"])): r["_path"] for _, r in first.iterrows()}
+        cells = {(_label(r["model"]), _label(r["category"])): r["_path"] for _, r in first.iterrows()}
+        models = sorted({m for m, _ in cells})
         header = "".join(f"<th>{html_text.escape(m)}</th>" for m in models)
         body = []
-        for category in sorted(first["category"].astype(str).unique()):
+        for category in sorted({c for _, c in cells}):
             row = "".join(f"<td>{_figure_cell(cells.get((m, category)))}</td>" for m in models)
             body.append(f"<tr><th>{html_text.escape(category)}</th>{row}</tr>")
         table = (f'<table class="vadbench-grid"><thead><tr><th>category</th>{header}</tr></thead>'
                  f"<tbody>{''.join(body)}</tbody></table>")
-        grids.append((f"{experiment} / {dataset}", table))
+        grids.append((f"{_label(experiment)} / {_label(dataset)}", table))
     return grids
 
 
+def _label(value: Any) -> str:
+    """A table key as text; a missing one as '?'."""
+    return "?" if pd.isna(value) else str(value)
+
+
 def _figure_cell(record_path: Any) -> str:
-    if not isinstance(record_path, str):
+    if record_path is None:
         return "no run"
+    if not isinstance(record_path, str):
+        return "no figure (record path unknown)"
     png = Path(record_path).parent / QUALITATIVE_FILE
     if not png.is_file():
         return f"no figure ({html_text.escape(QUALITATIVE_FILE)} missing)"
