@@ -323,8 +323,9 @@ def runs_overview(frame: pd.DataFrame) -> str:
         lines.append(f"⚠ {row['experiment']} / {row['dataset']} / {row['model']}: runs from different configs "
                      "(see *Mixed configurations*).")
     for _, row in comparison.loc[comparison["incomplete"]].iterrows():
-        lines.append(f"⚠ {row['experiment']} / {row['dataset']} / {row['model']}: mean over {row['n_categories']} "
-                     f"categories, lacks {row['missing_categories']}; not comparable as if equal.")
+        n = row["n_categories"]
+        lines.append(f"⚠ {row['experiment']} / {row['dataset']} / {row['model']}: mean over {n} "
+                     f"categor{'y' if n == 1 else 'ies'}, lacks {row['missing_categories']}; not comparable as if equal.")
     return "\n\n".join(lines)
 
 
