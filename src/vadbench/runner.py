@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,8 +184,10 @@ def write_failed_record(run: RunSpec, directory: Path, error: str, started: str)
     if records.is_finished(directory, run.config_hash):
         log.warning("%s raised after writing its ok record; keeping the record: %s", run.label, error)
         return
+    oom = re.search(r"out of memory in (\w+) at batch size (\d+)", error)
     records.write_record(directory, {
-        "status": "failed", "error": error, "experiment": run.experiment, "model": run.model.name,
+        "status": "failed", "error": error,
+        **({"oom_stage": oom.group(1), "oom_batch_size": int(oom.group(2))} if oom else {}), "experiment": run.experiment, "model": run.model.name,
         "dataset": run.dataset.name, "dataset_kind": run.dataset.kind, "category": run.category,
         "seed": run.seed, "image_size": run.model.image_size, "params_file": run.params_file,
         "config_hash": run.config_hash, "config": run.config(), "started_at": started, "finished_at": records_now(),
