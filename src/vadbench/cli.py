@@ -22,8 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
     run.add_argument("--dry-run", action="store_true", help="list the runs and check inputs; train nothing")
-    run.add_argument("--workers", type=int, default=1,
-                     help="runs at once (default 1); 0 = one per visible GPU; on CPU each gets cores//N threads")
+    run.add_argument("--workers", type=int, default=None,
+                     help="runs at once (default: one per visible GPU on CUDA, else 1); on CPU each gets cores//N threads")
     run.add_argument("--launcher", choices=["local", "submitit-local", "slurm"], default="local",
                      help="local processes (default), submitit's local executor, or one Slurm job per run")
     run.add_argument("--slurm-params", type=Path, default=None,
@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     from vadbench.runner import run_experiment
 
     result = run_experiment(args.params, args.output, force=args.force, dry_run=args.dry_run,
-                            workers=args.workers or None, launcher=args.launcher, slurm_params=args.slurm_params)
+                            workers=args.workers, launcher=args.launcher, slurm_params=args.slurm_params)
     return result.exit_code
 
 

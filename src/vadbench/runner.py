@@ -70,6 +70,10 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
     runs = expand_runs(exp)
     if select is not None:
         runs = [r for r in runs if (r.model.name, r.dataset.name, r.category, r.seed) in select]
+    if workers is None and launcher == "local":
+        from vadbench.launchers import visible_gpus
+
+        workers = max(1, len(visible_gpus())) if exp.device != "cpu" else 1
     sequential = launcher == "local" and workers == 1
     pending: list[tuple[RunSpec, Path]] = []
     output_root = Path(output_root)
