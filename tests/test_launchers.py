@@ -145,3 +145,6 @@ def test_workers_and_submitit_local_match_a_plain_run(tmp_path):
             for key in DETERMINISTIC:  # same seed, same data: same numbers up to float reduction order
                 assert other["metrics"][key] == pytest.approx(plain["metrics"][key], rel=1e-4, abs=1e-6), key
             assert other["environment"]["torch_threads"] == int(threads)
+            assert other["timing"]["model_flops_per_image"] == plain["timing"]["model_flops_per_image"] > 0
+            assert other["timing"]["model_params"] == plain["timing"]["model_params"] > 0
+            assert other["speed"] == plain["speed"] == []  # the GPU protocol runs on CUDA runs only by default
