@@ -22,20 +22,63 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
     run.add_argument("--dry-run", action="store_true", help="list the runs and check inputs; train nothing")
+    run.add_argument("--workers", type=int, default=None,
+                     help="runs at once (default: one per visible GPU on CUDA, else 1); on CPU each gets cores//N threads")
+    run.add_argument("--launcher", choices=["local", "submitit-local", "slurm"], default="local",
+                     help="local processes (default), submitit's local executor, or one Slurm job per run")
+    run.add_argument("--slurm-params", type=Path, default=None,
+                     help="Slurm resources file for --launcher slurm (see params/launchers/slurm.yaml)")
 
     report = sub.add_parser("report", help="build tables, figures and the HTML report from run records")
     report.add_argument("--runs", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
     report.add_argument("--out", type=Path, default=Path("outputs/report"), help="report folder (default outputs/report)")
+
+    _kaggle_parser(sub)
 
     demo = sub.add_parser("demo-data", help="build the embedded offline demo dataset from scikit-image photos")
     demo.add_argument("--root", type=Path, default=DEMO_DATA_ROOT, help="where to build (default outputs/data)")
     return parser
 
 
+def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
+    kaggle = sub.add_parser("kaggle", help="run an experiment as Kaggle kernels and pull their records home")
+    ksub = kaggle.add_subparsers(dest="kaggle_command", required=True)
+    push = ksub.add_parser("push", help="write one kernel folder per shard and push them (and the code dataset)")
+    push.add_argument("params", type=Path, help="experiment file")
+    push.add_argument("--shard-by", default="model,dataset", help="grid keys that split kernels (default model,dataset)")
+    push.add_argument("--accelerator", default=None, help="Kaggle machine shape, e.g. NvidiaTeslaT4 (overrides params)")
+    push.add_argument("--dry-run", action="store_true", help="write the folders, push nothing")
+    for name, p in (("push", push), ("status", ksub.add_parser("status", help="list the shards' kernels and states")),
+                    ("pull", ksub.add_parser("pull", help="download finished kernels' outputs, merge their records"))):
+        p.add_argument("--kaggle-params", type=Path, default=Path("params/kaggle/kaggle.yaml"),
+                       help="Kaggle settings (default params/kaggle/kaggle.yaml)")
+        p.add_argument("--dir", type=Path, default=Path("outputs/kaggle"), help="kernel folders (default outputs/kaggle)")
+        if name != "push":
+            p.add_argument("--experiment", default=None, help="only this experiment's shards (its name)")
+        if name == "pull":
+            p.add_argument("--runs", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
+
+
+def _kaggle(args: argparse.Namespace) -> int:
+    from vadbench import kaggle_runs
+
+    if args.kaggle_command == "push":
+        shards = kaggle_runs.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
+                                  args.accelerator, dry_run=args.dry_run)
+        log.info("%d shard(s), %d runs", len(shards), sum(len(s.runs) for s in shards))
+        return 0
+    if args.kaggle_command == "status":
+        kaggle_runs.status(args.dir, args.experiment)
+        return 0
+    result = kaggle_runs.pull(args.dir, args.runs, args.experiment)
+    return 1 if result.conflicts else 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from vadbench.runner import run_experiment
 
-    result = run_experiment(args.params, args.output, force=args.force, dry_run=args.dry_run)
+    result = run_experiment(args.params, args.output, force=args.force, dry_run=args.dry_run,
+                            workers=args.workers, launcher=args.launcher, slurm_params=args.slurm_params)
     return result.exit_code
 
 
@@ -60,7 +103,7 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "report": _report, "demo-data": _demo_data}
+COMMANDS = {"run": _run, "report": _report, "demo-data": _demo_data, "kaggle": _kaggle}
 
 
 def main(argv: list[str] | None = None) -> int:

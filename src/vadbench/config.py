@@ -109,6 +109,24 @@ class EvaluationSpec:
 
 
 @dataclass(frozen=True)
+class SpeedSpec:
+    """GPU-grade speed protocol (record `speed` rows; docs/records.md).
+
+    enabled: `auto` times on CUDA runs only (100 warm-ups of a real model take minutes on a CPU),
+    `always` also on CPU, `never` skips it. Parameter count and FLOPs are recorded either way.
+    Left at its defaults it is not part of the run config, so config hashes of older records stay valid.
+    """
+
+    enabled: Literal["auto", "always", "never"] = "auto"
+    warmup: int = 100
+    iterations: int = 200
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
+    precisions: list[Literal["fp32", "fp16"]] = field(default_factory=lambda: ["fp32", "fp16"])
+    channels_last: bool = False
+    paper_protocol: bool = True
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A whole params file."""
 
@@ -120,6 +138,7 @@ class Experiment:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     references: list[str] = field(default_factory=list)  # reference-number files the report shows (external)
+    speed: SpeedSpec = field(default_factory=SpeedSpec)
     source: str = ""  # the file it was read from (set by the loader, not a params key)
 
 
@@ -135,10 +154,11 @@ class RunSpec:
     seed: int
     device: str
     evaluation: EvaluationSpec
+    speed: SpeedSpec = field(default_factory=SpeedSpec)
 
     def config(self) -> dict[str, Any]:
-        """The resolved config of this run, as stored in its record."""
-        return {
+        """The resolved config of this run, as stored in its record (`speed` only when not the default)."""
+        config = {
             "experiment": self.experiment,
             "model": dataclasses.asdict(self.model),
             "model_params": dataclasses.asdict(self.model.typed_params()),
@@ -148,6 +168,9 @@ class RunSpec:
             "device": self.device,
             "evaluation": dataclasses.asdict(self.evaluation),
         }
+        if self.speed != SpeedSpec():
+            config["speed"] = dataclasses.asdict(self.speed)
+        return config
 
     @property
     def config_hash(self) -> str:
@@ -208,7 +231,7 @@ def expand_runs(exp: Experiment) -> list[RunSpec]:
     runs = []
     for model, ds in itertools.product(exp.models, exp.datasets):
         for category, seed in itertools.product(ds.categories, exp.seeds):
-            runs.append(RunSpec(exp.name, exp.source, model, ds, category, seed, exp.device, exp.evaluation))
+            runs.append(RunSpec(exp.name, exp.source, model, ds, category, seed, exp.device, exp.evaluation, exp.speed))
     return runs
 
 

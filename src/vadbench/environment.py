@@ -66,4 +66,16 @@ def environment_info(device: torch.device) -> dict[str, object]:
     }
     if device.type == "cuda":
         info["cuda_version"] = torch.version.cuda
+        info["cuda_driver_version"] = cuda_driver_version()
+        info["cudnn_version"] = torch.backends.cudnn.version()
     return info
+
+
+def cuda_driver_version() -> str:
+    """The NVIDIA driver version from nvidia-smi, or `unknown`."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True)
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"

@@ -5,6 +5,8 @@ figures.py turn into files.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import tempfile
@@ -115,7 +117,7 @@ def train_and_evaluate(run: RunSpec) -> RunResult:
     log.info("training %s", run.label)
     with tempfile.TemporaryDirectory(prefix="vadbench-engine-") as work_dir:
         engine = make_engine(run, device, Path(work_dir))
-        with timing.Stopwatch(device) as fit_clock:
+        with timing.Stopwatch(device) as fit_clock, out_of_memory_names("training", run.model.train.batch_size):
             engine.fit(built.module, datamodule=datamodule)
     module = built.module.to(device).eval()
     if built.model_class == "EfficientAd":
@@ -130,13 +132,15 @@ def train_and_evaluate(run: RunSpec) -> RunResult:
     shape = (3, run.model.image_size, run.model.image_size)
     model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
                                     warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
+    size_figures, speed = speed_section(run, module.model, shape, device)
     record = {
         "status": "ok", "error": None, **identity(run), "model_class": built.model_class,
         "config_hash": run.config_hash, "config": run.config(),
         "metrics": result_metrics,
         "timing": {"fit_seconds": fit_clock.seconds,
                    **timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size),
-                   **model_times, **timing.peak_memory(device)},
+                   **model_times, **size_figures, **timing.peak_memory(device)},
+        "speed": speed,
         "split": {"val_source": "train", "val_ratio": run.evaluation.val_ratio, **data.split_counts(datamodule)},
         "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
                      "steps_run": int(engine.trainer.global_step), "epochs_run": int(engine.trainer.current_epoch),
@@ -146,6 +150,55 @@ def train_and_evaluate(run: RunSpec) -> RunResult:
     }
     examples = pick_examples(test, datamodule.test_data, thresholds.pixel, run.evaluation.figure_images)
     return RunResult(run, record, scores, examples)
+
+
+class OutOfMemoryAtBatch(RuntimeError):
+    """CUDA ran out of memory; the message names the stage and the batch size that failed."""
+
+
+@contextlib.contextmanager
+def out_of_memory_names(stage: str, batch_size: int):
+    """Re-raise a CUDA out-of-memory error as one that names the stage and batch size (kept in the failed record)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not timing._is_oom(exc):
+            raise
+        raise OutOfMemoryAtBatch(f"CUDA out of memory in {stage} at batch size {batch_size}: "
+                                 f"lower the batch size ({str(exc).splitlines()[0][:200]})") from exc
+
+
+def speed_section(run: RunSpec, model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Parameter count and FLOPs (always), and the GPU-grade speed rows when run.speed asks for them."""
+    figures = {"model_params": timing.parameter_count(model), "model_flops_per_image": _flops(model, shape, device)}
+    spec = run.speed
+    if spec.enabled == "never" or (spec.enabled == "auto" and device.type != "cuda"):
+        return figures, []
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    rows = timing.speed_rows(model, shape, device, batch_sizes=spec.batch_sizes, precisions=spec.precisions,
+                             warmup=spec.warmup, iterations=spec.iterations, channels_last=spec.channels_last)
+    if spec.paper_protocol:
+        for precision in spec.precisions:
+            rows.append(timing.host_to_host_latency(lambda x: _anomaly_map(model, x), shape, device,
+                                                    precision=precision, warmup=spec.warmup,
+                                                    iterations=spec.iterations))
+    return figures, [dataclasses.asdict(r) for r in rows]
+
+
+def _anomaly_map(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The anomaly map of an anomalib torch model's inference output."""
+    return model(x).anomaly_map
+
+
+def _flops(model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device) -> int | None:
+    """FLOPs per image, or None (logged) when torch's counter cannot trace the model."""
+    try:
+        return timing.flops_per_image(model, shape, device)
+    except Exception as exc:  # the counter is a dispatch-level trace; a failure must not lose the run
+        log.warning("FLOP count failed: %s: %s", type(exc).__name__, exc)
+        return None
 
 
 def identity(run: RunSpec) -> dict[str, Any]:

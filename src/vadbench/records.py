@@ -96,7 +96,7 @@ def load_records(root: Path | str) -> list[dict[str, Any]]:
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One flat row: identity fields, then each section's fields lifted to the top level."""
-    row: dict[str, Any] = {k: v for k, v in record.items() if k not in SECTIONS and k not in ("config",)}
+    row: dict[str, Any] = {k: v for k, v in record.items() if k not in SECTIONS and k not in ("config", "speed")}
     for section in SECTIONS:
         values = record.get(section) or {}
         for key, value in values.items():
@@ -126,3 +126,12 @@ def is_finished(directory: Path | str, config_hash: str) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return record.get("status") == "ok" and record.get("config_hash") == config_hash
+
+
+def speed_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Tidy speed table: one row per run × `speed` row (protocol, precision, batch), with the run's identity."""
+    rows = []
+    for record in records:
+        for speed in record.get("speed") or []:
+            rows.append({**{k: record.get(k) for k in IDENTITY}, "device_name": (record.get("environment") or {}).get("device_name"), **speed})
+    return pd.DataFrame(rows)

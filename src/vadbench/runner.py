@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from vadbench import records
 from vadbench.config import Experiment, RunSpec, expand_runs, load_experiment
+from vadbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 NOTEBOOK = "train_evaluate.ipynb"
@@ -56,10 +58,24 @@ def run_dir_of(run: RunSpec, output_root: Path) -> Path:
 
 
 def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/runs", force: bool = False,
-                   dry_run: bool = False) -> BatchResult:
-    """Run every cell of an experiment's grid that has not finished yet."""
+                   dry_run: bool = False, workers: int | None = 1, launcher: str = "local",
+                   slurm_params: Path | str | None = None, select: set[tuple[str, str, str, int]] | None = None
+                   ) -> BatchResult:
+    """Run every cell of an experiment's grid that has not finished yet.
+
+    workers/launcher: see vadbench.launchers (workers None = one per visible GPU); select keeps only
+    the runs whose (model, dataset, category, seed) it lists (a Kaggle shard).
+    """
     exp = load_experiment(params_file)
     runs = expand_runs(exp)
+    if select is not None:
+        runs = [r for r in runs if (r.model.name, r.dataset.name, r.category, r.seed) in select]
+    if workers is None and launcher == "local":
+        from vadbench.launchers import visible_gpus
+
+        workers = max(1, len(visible_gpus())) if exp.device != "cpu" else 1
+    sequential = launcher == "local" and workers == 1
+    pending: list[tuple[RunSpec, Path]] = []
     output_root = Path(output_root)
     preflight(exp)
     result = BatchResult(total=len(runs), failed=[])
@@ -74,6 +90,9 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
             log.info("[%d/%d] %s: finished with the same config, skipped (--force reruns)", index, len(runs), run.label)
             result.skipped += 1
             continue
+        if not sequential:
+            pending.append((run, directory))
+            continue
         log.info("[%d/%d] %s: running (elapsed %s, %d left after this)", index, len(runs), run.label,
                  _clock(time.monotonic() - started), len(runs) - index)
         ok = execute_run(run, exp.source, output_root, directory)
@@ -81,11 +100,45 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
             result.done += 1
         else:
             result.failed.append(run.label)
+    if pending:
+        _launch(pending, exp, output_root, workers, launcher, slurm_params, result)
     log.info("batch %s: %d run, %d skipped, %d failed in %s", exp.name, result.done, result.skipped,
              len(result.failed), _clock(time.monotonic() - started))
     for label in result.failed:
         log.error("failed: %s", label)
     return result
+
+
+def _launch(pending: list[tuple[RunSpec, Path]], exp: Experiment, output_root: Path, workers: int | None,
+            launcher: str, slurm_params: Path | str | None, result: BatchResult) -> None:
+    """Hand pending runs to a launcher (vadbench.launchers) and tally what comes back."""
+    from vadbench import launchers
+
+    if launcher not in launchers.LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher!r}; choose one of {list(launchers.LAUNCHERS)}")
+    if launcher == "local":
+        outcomes = launchers.launch_workers(pending, exp.source, output_root, launchers.worker_envs(workers, exp.device))
+    else:
+        envs = launchers.worker_envs(workers or len(pending), exp.device) if launcher == "submitit-local" else None
+        outcomes = launchers.launch_submitit(pending, exp.source, output_root, launcher,
+                                             launchers.load_slurm_spec(slurm_params),
+                                             Path("outputs/launcher") / launcher / exp.name, envs)
+    directories = {run.label: directory for run, directory in pending}
+    for run, ok in outcomes:
+        if ok:
+            result.done += 1
+            continue
+        result.failed.append(run.label)
+        if not _has_record_of(directories[run.label], run.config_hash):  # the worker or job died before recording
+            write_failed_record(run, directories[run.label], "launcher: the worker or job died (see its log)", records_now())
+
+
+def _has_record_of(directory: Path, config_hash: str) -> bool:
+    """True when the run directory holds a record (ok or failed) of this config."""
+    try:
+        return records.read_record(directory).get("config_hash") == config_hash
+    except (OSError, ValueError):
+        return False
 
 
 def execute_run(run: RunSpec, params_file: str, output_root: Path, directory: Path) -> bool:
@@ -135,8 +188,10 @@ def write_failed_record(run: RunSpec, directory: Path, error: str, started: str)
     if records.is_finished(directory, run.config_hash):
         log.warning("%s raised after writing its ok record; keeping the record: %s", run.label, error)
         return
+    oom = re.search(r"out of memory in (\w+) at batch size (\d+)", error)
     records.write_record(directory, {
-        "status": "failed", "error": error, "experiment": run.experiment, "model": run.model.name,
+        "status": "failed", "error": error,
+        **({"oom_stage": oom.group(1), "oom_batch_size": int(oom.group(2))} if oom else {}), "experiment": run.experiment, "model": run.model.name,
         "dataset": run.dataset.name, "dataset_kind": run.dataset.kind, "category": run.category,
         "seed": run.seed, "image_size": run.model.image_size, "params_file": run.params_file,
         "config_hash": run.config_hash, "config": run.config(), "started_at": started, "finished_at": records_now(),

@@ -214,3 +214,145 @@ def peak_memory(device: torch.device | str | None) -> dict[str, float]:
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     bytes_per_unit = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
     return {"peak_rss_mb": maxrss * bytes_per_unit / 2**20}
+
+
+# ---- GPU-grade protocol: precision × batch rows, the paper's host-to-host latency, size and FLOPs ----------
+
+@dataclass(frozen=True)
+class SpeedRow:
+    """One timed configuration (a row of the record's `speed` list, docs/records.md)."""
+
+    protocol: str  # "on-device": fixed input already on the device; "host-to-host": the paper's protocol
+    precision: str  # "fp32" or "fp16" (torch.autocast)
+    batch_size: int  # the batch actually timed
+    requested_batch_size: int
+    channels_last: bool
+    warmup: int
+    iterations: int
+    latency_ms_median: float | None  # per pass (whole batch)
+    latency_ms_p90: float | None
+    img_per_s: float | None
+    note: str = ""  # e.g. an out-of-memory retry
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """True for a CUDA out-of-memory error (torch.cuda.OutOfMemoryError or its message)."""
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (bool(oom_type) and isinstance(exc, oom_type)) or "out of memory" in str(exc).lower()
+
+
+def _autocast(device: torch.device, precision: str):
+    """An fp16 autocast context for `fp16`, a no-op context for `fp32`."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16":
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+
+
+def _on_device_row(fn: Callable[[torch.Tensor], Any], shape: tuple[int, int, int], device: torch.device,
+                   precision: str, batch_size: int, requested: int, channels_last: bool, warmup: int,
+                   iterations: int, note: str) -> SpeedRow:
+    example = _random_batch((batch_size, *shape), device, 0)
+    if channels_last:
+        example = example.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, precision):
+        res = measure_latency(fn, example, warmup=warmup, iterations=iterations, device=device)
+    return SpeedRow("on-device", precision, batch_size, requested, channels_last, warmup, iterations,
+                    res.median_ms, res.p90_ms, res.img_per_s, note)
+
+
+def speed_rows(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, int, int], device: torch.device | str, *,
+               batch_sizes: list[int], precisions: list[str], warmup: int = 100, iterations: int = 200,
+               channels_last: bool = False) -> list[SpeedRow]:
+    """Time fn at each precision × batch size on a fixed on-device input.
+
+    On out-of-memory the batch is halved until it fits (the row keeps the requested size and says
+    so); a batch of 1 that does not fit gives a row with empty figures and the note.
+    """
+    shape, device = _check_shape(image_shape), torch.device(device)
+    _check_int("warmup", warmup, 0)
+    _check_int("iterations", iterations, 1)
+    rows = []
+    for precision in precisions:
+        for requested in batch_sizes:
+            _check_int("batch_size", requested, 1)
+            rows.append(_fit_batch(fn, shape, device, precision, requested, channels_last, warmup, iterations))
+    return rows
+
+
+def _fit_batch(fn, shape, device, precision, requested, channels_last, warmup, iterations) -> SpeedRow:
+    """One row, halving the batch on out-of-memory."""
+    batch, notes = requested, []
+    while True:
+        try:
+            return _on_device_row(fn, shape, device, precision, batch, requested, channels_last, warmup, iterations,
+                                  "; ".join(notes))
+        except RuntimeError as exc:
+            if not _is_oom(exc):
+                raise
+            notes.append(f"out of memory at batch {batch}")
+            log.warning("timing %s: out of memory at batch %d", precision, batch)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch == 1:
+                return SpeedRow("on-device", precision, batch, requested, channels_last, warmup, iterations,
+                                None, None, None, "; ".join(notes))
+            batch //= 2
+            notes.append(f"retried at batch {batch}")
+
+
+def host_to_host_latency(fn: Callable[[torch.Tensor], torch.Tensor], image_shape: tuple[int, int, int],
+                         device: torch.device | str, *, precision: str = "fp32", warmup: int = 100,
+                         iterations: int = 200) -> SpeedRow:
+    """The paper's protocol at batch 1: timer from the host-to-device copy of the image to the anomaly map on the host.
+
+    fn must return the anomaly map (a tensor); its `.cpu()` copy ends each timed pass.
+    """
+    shape, device = _check_shape(image_shape), torch.device(device)
+    _check_int("warmup", warmup, 0)
+    _check_int("iterations", iterations, 1)
+    host = _random_batch((1, *shape), torch.device("cpu"), 0)
+
+    def one_pass() -> None:
+        fn(host.to(device)).cpu()
+
+    seconds: list[float] = []
+    with torch.inference_mode(), _autocast(device, precision):
+        for _ in range(warmup):
+            one_pass()
+        for _ in range(iterations):
+            synchronize(device)
+            start = _clock()
+            one_pass()
+            synchronize(device)
+            seconds.append(_clock() - start)
+    res = _summarise(seconds, 1, warmup)
+    return SpeedRow("host-to-host", precision, 1, 1, False, warmup, iterations, res.median_ms, res.p90_ms,
+                    res.img_per_s)
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    """Number of parameters (trainable or not) of a module."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def flops_per_image(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, int, int],
+                    device: torch.device | str = "cpu") -> int:
+    """FLOPs of one forward pass at batch 1, counted by torch.utils.flop_counter (a multiply-add = 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = _check_shape(image_shape)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        fn(_random_batch((1, *shape), torch.device(device), 0))
+    return int(counter.get_total_flops())
+
+
+def gpu_memory_reset(device: torch.device | str) -> None:
+    """Reset CUDA peak-memory statistics (no-op off CUDA), so a peak belongs to what follows."""
+    device = _as_device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)

@@ -1,0 +1,185 @@
+"""Launch pending runs somewhere: N local worker processes, or submitit jobs (Slurm or its local executor).
+
+Every launcher calls the same `runner.execute_run` (one papermill execution per run), so records land
+in the same place with the same content whichever launcher ran them. Worker processes are pinned:
+
+* on CUDA, one GPU per worker (`CUDA_VISIBLE_DEVICES`), `--workers` defaulting to the visible GPUs;
+* on CPU, each worker gets `max(1, cores // workers)` threads (`OMP_NUM_THREADS`, `MKL_NUM_THREADS`,
+  and so torch's intra-op threads in the papermill kernel), so workers do not oversubscribe the cores.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+from vadbench.config import RunSpec
+from vadbench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS = ("local", "submitit-local", "slurm")
+Launcher = Literal["local", "submitit-local", "slurm"]
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class SlurmSpec:
+    """Slurm resources of one run's job (params/launchers/slurm.yaml)."""
+
+    partition: str = ""
+    time_min: int = 240
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 32
+    account: str = ""
+    array_parallelism: int = 16
+
+
+def load_slurm_spec(path: Path | str | None) -> SlurmSpec:
+    """Read a Slurm params file strictly (unknown keys and wrong types name the key and the file)."""
+    if path is None:
+        return SlurmSpec()
+    import yaml
+
+    from vadbench.config import _build
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such launcher params file (see params/launchers/slurm.yaml)")
+    try:
+        return _build(SlurmSpec, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids a worker may be pinned to: CUDA_VISIBLE_DEVICES if set, else torch's device count."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+def worker_envs(workers: int | None, device: str) -> list[dict[str, str]]:
+    """The environment overrides of each worker slot.
+
+    CUDA (device `cuda`, or `auto` with GPUs visible): one GPU per slot, cycling if there are more
+    workers than GPUs; default one worker per GPU. CPU: `cores // workers` threads per slot.
+    """
+    gpus = visible_gpus() if device != "cpu" else []
+    if device == "cuda" and not gpus:
+        raise ConfigError("params ask for device 'cuda' but no GPU is visible; set device: auto or cpu")
+    if workers is None:
+        workers = len(gpus) or 1
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(workers)]
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    return [{var: threads for var in THREAD_VARS} for _ in range(workers)]
+
+
+# ---- local worker processes ------------------------------------------------------------------
+
+def _init_worker(slots: "mp.Queue[dict[str, str]]") -> None:
+    """Take one slot's environment for the life of this worker process."""
+    env = slots.get()
+    os.environ.update(env)
+    log.debug("worker %d pinned: %s", os.getpid(), env)
+
+
+def _execute(run: RunSpec, params_file: str, output_root: str, directory: str) -> bool:
+    from vadbench.runner import execute_run
+
+    return execute_run(run, params_file, Path(output_root), Path(directory))
+
+
+def launch_workers(pending: list[tuple[RunSpec, Path]], params_file: str, output_root: Path,
+                   envs: list[dict[str, str]]) -> Iterator[tuple[RunSpec, bool]]:
+    """Run pending runs on len(envs) worker processes (spawned, each pinned to one slot)."""
+    context = mp.get_context("spawn")
+    slots = context.Queue()
+    for env in envs:
+        slots.put(env)
+    log.info("%d runs on %d workers (%s)", len(pending), len(envs), "; ".join(map(_env_text, envs)))
+    with ProcessPoolExecutor(max_workers=len(envs), mp_context=context, initializer=_init_worker,
+                             initargs=(slots,)) as pool:
+        futures = {pool.submit(_execute, run, params_file, str(output_root), str(directory)): run
+                   for run, directory in pending}
+        for future in as_completed(futures):
+            yield futures[future], _outcome(future, futures[future])
+
+
+def _outcome(future, run: RunSpec) -> bool:
+    """A future's bool, or False (logged) when the worker itself died."""
+    try:
+        return bool(future.result())
+    except Exception as exc:  # a crashed worker process, not a failing notebook (execute_run catches those)
+        log.error("%s: worker failed: %s: %s", run.label, type(exc).__name__, exc)
+        return False
+
+
+def _env_text(env: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in env.items())
+
+
+# ---- submitit --------------------------------------------------------------------------------
+
+def _submitit_job(run: RunSpec, params_file: str, output_root: str, directory: str, cwd: str,
+                  env: dict[str, str]) -> bool:
+    """What a submitit job runs: the project dir as cwd, the slot's env, then execute_run."""
+    os.chdir(cwd)
+    os.environ.update(env)
+    return _execute(run, params_file, output_root, directory)
+
+
+def make_executor(launcher: Launcher, folder: Path, slurm: SlurmSpec, run_minutes: int | None = None):
+    """A submitit executor: Slurm through AutoExecutor, or submitit's LocalExecutor."""
+    import submitit
+
+    if launcher == "submitit-local":
+        executor = submitit.LocalExecutor(folder=str(folder))
+        executor.update_parameters(timeout_min=run_minutes or slurm.time_min)
+        return executor
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    params = {"timeout_min": slurm.time_min, "gpus_per_node": slurm.gpus_per_node, "nodes": 1, "tasks_per_node": 1,
+              "cpus_per_task": slurm.cpus_per_task, "mem_gb": slurm.mem_gb,
+              "slurm_array_parallelism": slurm.array_parallelism}
+    if slurm.partition:
+        params["slurm_partition"] = slurm.partition
+    if slurm.account:
+        params["slurm_account"] = slurm.account
+    executor.update_parameters(**params)
+    return executor
+
+
+def launch_submitit(pending: list[tuple[RunSpec, Path]], params_file: str, output_root: Path, launcher: Launcher,
+                    slurm: SlurmSpec, log_root: Path, envs: list[dict[str, str]] | None = None
+                    ) -> Iterator[tuple[RunSpec, bool]]:
+    """Submit one job per run and wait for them; the job logs go under log_root/%j."""
+    executor = make_executor(launcher, log_root / "%j", slurm)
+    cwd, output_root = os.getcwd(), Path(output_root).resolve()
+    envs = envs or [{}]
+    jobs = []
+    with executor.batch():
+        for i, (run, directory) in enumerate(pending):
+            jobs.append((run, executor.submit(_submitit_job, run, params_file, str(output_root),
+                                               str(Path(directory).resolve()), cwd, envs[i % len(envs)])))
+    log.info("submitted %d %s jobs (logs under %s)", len(jobs), launcher, log_root)
+    for run, job in jobs:
+        try:
+            ok = bool(job.result())
+        except Exception as exc:  # the job itself died (pre-emption, time limit, node failure)
+            log.error("%s: job %s failed: %s", run.label, job.job_id, str(exc).splitlines()[0] if str(exc) else exc)
+            ok = False
+        yield run, ok

@@ -1,0 +1,274 @@
+"""Kaggle shards offline: folder contents, push/status/pull through a fake API, the kernel's own run path.
+
+No test touches the network: the kaggle package is never imported; `FakeKaggle` stands in for
+`kaggle_runs.KaggleApiBoundary` and keeps what was pushed.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from vadbench import kaggle_kernel, kaggle_runs, records, report, runner
+from vadbench.cli import main as cli_main
+from vadbench.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DUMMY_KEY = "dummy-kaggle-key-7f3a9c51e2"
+
+
+class FakeKaggle:
+    """The API boundary, in memory: pushes are kept, outputs come from prepared folders."""
+
+    def __init__(self, outputs: dict[str, Path] | None = None, states: dict[str, str] | None = None) -> None:
+        self.datasets: dict[str, int] = {}
+        self.pushed: list[tuple[str, str, int, dict]] = []
+        self.outputs, self.states = outputs or {}, states or {}
+        self.downloads: list[str] = []
+
+    def username(self) -> str | None:
+        return "fake-user"
+
+    def dataset_exists(self, dataset_id: str) -> bool:
+        return dataset_id in self.datasets
+
+    def create_dataset(self, folder: Path) -> None:
+        meta = json.loads((folder / "dataset-metadata.json").read_text())
+        self.datasets[meta["id"]] = 1
+
+    def version_dataset(self, folder: Path, notes: str) -> None:
+        meta = json.loads((folder / "dataset-metadata.json").read_text())
+        self.datasets[meta["id"]] += 1
+
+    def push_kernel(self, folder: Path, accelerator: str, timeout_s: int) -> str:
+        meta = json.loads((folder / "kernel-metadata.json").read_text())
+        self.pushed.append((meta["id"], accelerator, timeout_s, meta))
+        return f"https://www.kaggle.com/code/{meta['id']}"
+
+    def kernel_status(self, kernel_id: str) -> tuple[str, str]:
+        return self.states.get(kernel_id, "complete"), ""
+
+    def download_output(self, kernel_id: str, dest: Path) -> list[Path]:
+        self.downloads.append(kernel_id)
+        src = self.outputs.get(kernel_id)
+        if src is None:
+            return []
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+        return [p for p in dest.rglob("*") if p.is_file()]
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    """A project dir with the shipped demo params and Kaggle params, and a dummy key in the environment."""
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KAGGLE_USERNAME", "tester")
+    monkeypatch.setenv("KAGGLE_KEY", DUMMY_KEY)
+    return tmp_path
+
+
+DEMO = "params/experiments/demo.yaml"
+KPARAMS = "params/kaggle/kaggle.yaml"
+
+
+def code_cells(nb) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def test_dry_run_writes_one_valid_kernel_folder_per_model_and_dataset(project):
+    shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
+    assert [s.slug for s in shards] == ["vadbench-demo-draem-demo", "vadbench-demo-efficientad-s-demo"]
+    manifest = json.loads((project / "outputs/kaggle/demo/shards.json").read_text())
+    assert [s["kernel_id"] for s in manifest["shards"]] == ["tester/vadbench-demo-draem-demo",
+                                                           "tester/vadbench-demo-efficientad-s-demo"]
+    exp_text = (project / DEMO).read_text()
+    for shard in shards:
+        folder = Path(shard.folder)
+        meta = json.loads((folder / "kernel-metadata.json").read_text())
+        assert meta["id"] == f"tester/{shard.slug}" and kaggle_runs.slugify(meta["title"]) == shard.slug
+        assert (meta["kernel_type"], meta["language"], meta["enable_gpu"], meta["enable_internet"]) == \
+            ("notebook", "python", True, True)
+        assert meta["machine_shape"] == "NvidiaTeslaT4" and meta["is_private"] is True
+        assert meta["dataset_sources"] == ["tester/vadbench-code", "your-kaggle-username/vadbench-demo-data"]
+        assert sorted(p.name for p in folder.iterdir()) == sorted(["kernel-metadata.json", meta["code_file"]])
+        nb = nbformat.read(folder / meta["code_file"], as_version=4)
+        nbformat.validate(nb)
+        params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        values = {}
+        for stmt in ast.parse(params.source).body:  # literals only, one annotated assignment each
+            assert isinstance(stmt, ast.AnnAssign), ast.dump(stmt)
+            values[stmt.target.id] = ast.literal_eval(stmt.value)
+        assert values["experiment_yaml"] == exp_text and values["experiment_path"] == DEMO
+        model = "draem" if "draem" in shard.slug else "efficientad_s"
+        assert values["runs"] == [[model, "demo", c, 0] for c in ("brick", "grass", "gravel")]
+        assert values["mounts"]["outputs/data/demo"] == "your-kaggle-username/vadbench-demo-data/demo"
+        for source in code_cells(nb):  # no def/class, and the run goes through runner.run_experiment
+            tree = ast.parse(source)
+            assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
+        assert any("kaggle_kernel.run_shard(" in s for s in code_cells(nb))
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_code_dataset_holds_an_installable_wheel_of_this_checkout(project, tmp_path):
+    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
+    code = project / "outputs/kaggle/code"
+    assert json.loads((code / "dataset-metadata.json").read_text())["id"] == "tester/vadbench-code"
+    assert (code / "train_evaluate.ipynb").read_bytes() == (ROOT / "notebooks/train_evaluate.ipynb").read_bytes()
+    wheel = next(code.glob("vadbench-*-py3-none-any.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("vadbench/runner.py") == (ROOT / "src/vadbench/runner.py").read_bytes()
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                           "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (target / "vadbench/kaggle_kernel.py").is_file()
+    assert list(target.glob("vadbench-*.dist-info/METADATA"))
+
+
+def test_shard_keys_accelerator_and_errors(project):
+    shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["model", "dataset", "category"],
+                              accelerator="NvidiaTeslaP100", dry_run=True)
+    assert len(shards) == 6 and all(len(s.runs) == 1 for s in shards)
+    meta = json.loads((Path(shards[0].folder) / "kernel-metadata.json").read_text())
+    assert meta["machine_shape"] == "NvidiaTeslaP100"
+    with pytest.raises(ConfigError, match="--shard-by 'gpu' is not one of"):
+        kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["gpu"], dry_run=True)
+    spec = yaml.safe_load((project / KPARAMS).read_text())
+    del spec["mounts"]["outputs/data/demo_penalty"]
+    (project / "k.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(kaggle_runs.KaggleSetupError, match="outputs/data/demo_penalty: no Kaggle dataset mounted"):
+        kaggle_runs.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
+    (project / "bad.yaml").write_text("accelerator: T4\ngpu: true\n")
+    with pytest.raises(ConfigError, match="unknown key 'gpu'"):
+        kaggle_runs.push(DEMO, "outputs/kaggle", "bad.yaml", dry_run=True)
+
+
+def test_cli_dry_run(project, capsys):
+    assert cli_main(["kaggle", "push", DEMO, "--dry-run", "--accelerator", "NvidiaL4"]) == 0
+    metas = sorted((project / "outputs/kaggle/demo/kernels").glob("*/kernel-metadata.json"))
+    assert len(metas) == 2 and json.loads(metas[0].read_text())["machine_shape"] == "NvidiaL4"
+
+
+def fake_kernel_output(root: Path, exp: str, category: str, auroc: float) -> Path:
+    """A kernel's output folder as Kaggle returns it: runs/<exp>/<model>/<dataset>/<category>/seed0/..."""
+    run_dir = records.run_dir(root / "runs", exp, "draem", "demo", category, 0)
+    run_dir.mkdir(parents=True)
+    (run_dir / records.SCORES_FILE).write_text("path,label,defect_type,score,predicted\na.png,0,good,0.1,0\n")
+    records.write_record(run_dir, {
+        "status": "ok", "error": None, "experiment": exp, "model": "draem", "model_class": "Draem",
+        "dataset": "demo", "dataset_kind": "demo", "category": category, "seed": 0, "image_size": 64,
+        "config_hash": f"hash-{category}", "config": {}, "params_file": DEMO,
+        "metrics": {"image_auroc": auroc, "pixel_auroc": 0.5}, "timing": {"fit_seconds": 1.0},
+        "environment": {"device": "cuda", "device_name": "Tesla T4"},
+    })
+    return root
+
+
+def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
+    fake = FakeKaggle()
+    shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake)
+    assert [p[0] for p in fake.pushed] == [s.kernel_id for s in shards]
+    assert all(p[1] == "NvidiaTeslaT4" and p[2] == 43200 for p in fake.pushed)
+    assert fake.datasets == {"tester/vadbench-code": 1}
+    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake)
+    assert fake.datasets == {"tester/vadbench-code": 2}  # second push versions the code dataset
+
+    draem, ead = shards[0].kernel_id, shards[1].kernel_id
+    fake.outputs[draem] = fake_kernel_output(tmp_path / "k1", "demo", "brick", 0.9)
+    fake.states[ead] = "running"
+    assert kaggle_runs.status("outputs/kaggle", api=fake) == [(draem, "complete", ""), (ead, "running", "")]
+
+    first = kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
+    assert first.added == ["demo/draem/demo/brick/seed0"] and first.not_ready == [f"{ead} (running)"]
+    pulled = records.read_record(project / "outputs/runs/demo/draem/demo/brick/seed0")
+    assert pulled["metrics"]["image_auroc"] == 0.9
+    assert (project / "outputs/runs/demo/draem/demo/brick/seed0/scores.csv").is_file()
+    table = report.per_category_table(report.load_frame("outputs/runs"))  # the report sees the pulled run
+    assert list(table["category"]) == ["brick"] and table["image_auroc"].iloc[0] == 0.9
+
+    again = kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
+    assert again.added == [] and again.unchanged == ["demo/draem/demo/brick/seed0"]
+
+    shutil.rmtree(tmp_path / "k1")
+    fake.outputs[draem] = fake_kernel_output(tmp_path / "k1", "demo", "brick", 0.1)  # a different result
+    clash = kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
+    assert clash.conflicts == ["demo/draem/demo/brick/seed0"] and clash.added == []
+    assert records.read_record(project / "outputs/runs/demo/draem/demo/brick/seed0")["metrics"]["image_auroc"] == 0.9
+
+
+def test_credentials_never_written(project, tmp_path):
+    fake = FakeKaggle()
+    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake)
+    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
+    fake.outputs = {s[0]: fake_kernel_output(tmp_path / s[0].split("/")[1], "demo", s[0][-4:], 0.5) for s in fake.pushed[:1]}
+    kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
+    files = [p for p in (project / "outputs").rglob("*") if p.is_file()]
+    assert len(files) > 8
+    for path in files:
+        data = path.read_bytes()
+        if path.suffix == ".whl":
+            with zipfile.ZipFile(path) as zf:
+                data = b"".join(zf.read(n) for n in zf.namelist())
+        assert DUMMY_KEY.encode() not in data, path
+    assert all(DUMMY_KEY not in json.dumps(p[3]) for p in fake.pushed)
+
+
+def test_importing_vadbench_kaggle_modules_does_not_import_kaggle():
+    code = "import sys, vadbench.kaggle_runs, vadbench.kaggle_kernel, vadbench.cli; print('kaggle' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KAGGLE_KEY": DUMMY_KEY, "KAGGLE_USERNAME": "tester"})
+    assert done.stdout.strip() == "False", done.stderr
+
+
+STAND_IN = '''
+import pathlib
+from vadbench import config, records
+run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)
+root = pathlib.Path(run.dataset.root)
+assert (root / category / "train/good/x.png").is_file(), root
+records.write_record(records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed),
+                     {"status": "ok", "error": None, "experiment": run.experiment, "model": run.model.name,
+                      "dataset": run.dataset.name, "category": run.category, "seed": run.seed,
+                      "config_hash": run.config_hash, "config": run.config(), "data_seen": str(root.resolve())})
+'''
+
+
+def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypatch):
+    """What the shard notebook does on Kaggle, against a fake /kaggle/input, with a stand-in train_evaluate."""
+    inputs = tmp_path / "input"
+    for category in ("brick", "grass"):
+        (inputs / "vadbench-demo-data/demo" / category / "train/good").mkdir(parents=True)
+        (inputs / "vadbench-demo-data/demo" / category / "test/good").mkdir(parents=True)
+        (inputs / "vadbench-demo-data/demo" / category / "train/good/x.png").write_bytes(b"")
+    code = inputs / "vadbench-code"
+    code.mkdir()
+    real = nbformat.read(ROOT / "notebooks/train_evaluate.ipynb", as_version=4)
+    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
+    fake = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(STAND_IN)])
+    fake.metadata = real.metadata
+    nbformat.write(fake, code / runner.NOTEBOOK)
+    exp = {"name": "k", "datasets": [{"name": "demo", "kind": "demo", "root": "outputs/data/demo",
+                                      "categories": ["brick", "grass"]}],
+           "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 1, "batch_size": 2},
+                       "params": {"anomaly_source": "perlin"}}]}
+    monkeypatch.chdir(tmp_path)
+    for var in ("VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))  # restored after the test
+    work = kaggle_kernel.prepare(str(tmp_path / "work"), code, "params/experiments/k.yaml", yaml.safe_dump(exp),
+                                 {"outputs/data/demo": "someone/vadbench-demo-data/demo"}, "abc123", input_root=inputs)
+    assert Path.cwd() == work and (work / "outputs/data/demo").resolve() == (inputs / "vadbench-demo-data/demo").resolve()
+    summary = kaggle_kernel.run_shard("params/experiments/k.yaml", [["draem", "demo", "grass", 0]],
+                                      str(tmp_path / "working/runs"))
+    assert list(summary["category"]) == ["grass"] and list(summary["status"]) == ["ok"]
+    record = records.read_record(tmp_path / "working/runs/k/draem/demo/grass/seed0")
+    assert record["data_seen"] == str((inputs / "vadbench-demo-data/demo").resolve())
+    assert record["config"]["dataset"]["root"] == "outputs/data/demo"  # same config (and hash) as a local run

@@ -1,0 +1,150 @@
+"""Launchers: worker pinning, Slurm parameters, and real batches through --workers 2 and submitit-local.
+
+The fast tests use a stand-in train_evaluate notebook (as test_runner.py does) that records the
+environment its kernel saw; the slow test trains real tiny DRÆM runs three ways and compares records.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import nbformat
+import pytest
+import yaml
+
+from vadbench import demo_data, launchers, records, runner
+from vadbench.errors import ConfigError
+
+STAND_IN = '''
+import os, pathlib
+from vadbench import config, records
+run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)
+d = records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
+if category == "broken":
+    raise RuntimeError("deliberate failure in " + run.label)
+records.write_record(d, {"status": "ok", "error": None, "experiment": run.experiment, "model": run.model.name,
+                         "dataset": run.dataset.name, "category": run.category, "seed": run.seed,
+                         "config_hash": run.config_hash, "config": run.config(),
+                         "seen": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")},
+                         "pid": os.getppid()})
+'''
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    """A working dir with a tiny dataset layout, an experiment file and the stand-in notebook."""
+    for category in ("a", "broken", "c"):
+        for sub in ("train/good", "test/good"):
+            (tmp_path / "data" / category / sub).mkdir(parents=True)
+    exp = {"name": "t", "seeds": [0], "device": "cpu",
+           "datasets": [{"name": "d", "kind": "demo", "root": "data", "categories": ["a", "broken", "c"]}],
+           "models": [{"name": "dr", "kind": "draem", "image_size": 64,
+                       "train": {"max_steps": 1, "batch_size": 2}, "params": {"anomaly_source": "perlin"}}]}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    real = nbformat.read(runner.notebooks_dir() / runner.NOTEBOOK, as_version=4)
+    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
+    fake = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(STAND_IN)])
+    fake.metadata = real.metadata
+    nbformat.write(fake, nb_dir / runner.NOTEBOOK)
+    monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(nb_dir))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_cpu_workers_share_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert launchers.worker_envs(2, "cpu") == [{"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8"}] * 2
+    assert launchers.worker_envs(32, "cpu")[0]["OMP_NUM_THREADS"] == "1"
+    with pytest.raises(ConfigError, match="--workers must be at least 1"):
+        launchers.worker_envs(0, "cpu")
+
+
+def test_cuda_workers_get_one_gpu_each(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert launchers.worker_envs(None, "auto") == [{"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"}]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in launchers.worker_envs(3, "cuda")] == ["2", "5", "2"]
+    assert "OMP_NUM_THREADS" in launchers.worker_envs(2, "cpu")[0]  # device cpu ignores the GPUs
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ConfigError, match="no GPU is visible"):
+        launchers.worker_envs(2, "cuda")
+
+
+def test_slurm_executor_gets_the_params(tmp_path):
+    (tmp_path / "s.yaml").write_text("partition: gpu-long\ntime_min: 90\ngpus_per_node: 2\naccount: lab\n")
+    spec = launchers.load_slurm_spec(tmp_path / "s.yaml")
+    with mock.patch("submitit.AutoExecutor") as auto:
+        launchers.make_executor("slurm", tmp_path / "logs", spec)
+    auto.assert_called_once_with(folder=str(tmp_path / "logs"), cluster="slurm")
+    params = auto.return_value.update_parameters.call_args.kwargs
+    assert (params["slurm_partition"], params["timeout_min"], params["gpus_per_node"], params["slurm_account"]) == \
+        ("gpu-long", 90, 2, "lab")
+    (tmp_path / "bad.yaml").write_text("partition: x\ngpus: 1\n")
+    with pytest.raises(ConfigError, match="unknown key 'gpus'"):
+        launchers.load_slurm_spec(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("how", [{"workers": 2}, {"launcher": "submitit-local", "workers": 2}])
+def test_launchers_record_like_a_plain_run(project, how):
+    result = runner.run_experiment("exp.yaml", "out", **how)
+    assert (result.done, result.failed) == (2, ["dr d/broken seed0"])
+    failed = records.read_record(project / "out/t/dr/d/broken/seed0")
+    assert failed["status"] == "failed" and "deliberate failure" in failed["error"]
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    ok = [records.read_record(project / f"out/t/dr/d/{c}/seed0") for c in ("a", "c")]
+    assert all(r["status"] == "ok" and r["seen"]["OMP_NUM_THREADS"] == threads for r in ok)
+    if how.get("launcher") == "submitit-local":
+        assert list((project / "outputs/launcher/submitit-local/t").rglob("*_log.out"))
+    again = runner.run_experiment("exp.yaml", "out", **how)  # finished runs are skipped whichever launcher
+    assert (again.skipped, again.done) == (2, 0)
+
+
+def test_unknown_launcher_is_an_error(project):
+    with pytest.raises(ConfigError, match="unknown launcher 'k8s'"):
+        runner.run_experiment("exp.yaml", "out", launcher="k8s")
+
+
+# ---- real runs: plain vs --workers 2 vs --launcher submitit-local -----------------------------
+
+TINY = {
+    "name": "tiny", "seeds": [0, 1], "device": "cpu",
+    "datasets": [{"name": "demo", "kind": "demo", "root": "data/demo", "categories": ["brick"]}],
+    "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 2, "batch_size": 2},
+                "params": {"anomaly_source": "perlin"}}],
+    "evaluation": {"val_ratio": 0.25, "eval_batch_size": 4, "timing_warmup": 1, "timing_iterations": 2,
+                   "figure_images": 2},
+}
+DETERMINISTIC = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1", "pixel_f1", "image_threshold")
+
+
+@pytest.mark.slow
+def test_workers_and_submitit_local_match_a_plain_run(tmp_path):
+    demo_data.build_demo_dataset(tmp_path / "data/demo", demo_data.DemoSpec(
+        categories=("brick",), crop=64, n_train=8, n_test_good=3, n_test_defect=3))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    env = {k: v for k, v in os.environ.items() if k != "VADBENCH_NOTEBOOKS"}
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    for out, extra in (("plain", []), ("workers", ["--workers", "2"]), ("submitit", ["--launcher", "submitit-local",
+                                                                                     "--workers", "2"])):
+        # the plain run gets the workers' thread count too: cheaper on a small machine, and like for like
+        run_env = {**env, "OMP_NUM_THREADS": threads} if out == "plain" else env
+        done = subprocess.run([sys.executable, "-m", "vadbench.cli", "run", "tiny.yaml", "--output", out, *extra],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=1200, env=run_env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for seed in (0, 1):
+        plain, workers, submitit = (records.read_record(tmp_path / out / "tiny/draem/demo/brick" / f"seed{seed}")
+                                    for out in ("plain", "workers", "submitit"))
+        for other in (workers, submitit):
+            assert other["status"] == plain["status"] == "ok"
+            assert other["config_hash"] == plain["config_hash"] and other["config"] == plain["config"]
+            assert other["split"] == plain["split"] and other["training"]["steps_run"] == 2
+            for key in DETERMINISTIC:  # same seed, same data: same numbers up to float reduction order
+                assert other["metrics"][key] == pytest.approx(plain["metrics"][key], rel=1e-4, abs=1e-6), key
+            assert other["environment"]["torch_threads"] == int(threads)
+            assert other["timing"]["model_flops_per_image"] == plain["timing"]["model_flops_per_image"] > 0
+            assert other["timing"]["model_params"] == plain["timing"]["model_params"] > 0
+            assert other["speed"] == plain["speed"] == []  # the GPU protocol runs on CUDA runs only by default
