@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 import replicas
-from vadbench import cli, config, data, datasets, layouts, runner
+from vadbench import cli, config, data, datasets, runner
 from vadbench.config import DatasetSpec, EvaluationSpec, ModelSpec, RunSpec, TrainSpec
 from vadbench.errors import ConfigError, DatasetError
 
@@ -265,3 +265,12 @@ def test_experiment_files_dry_run(full, tmp_path, monkeypatch, caplog, name, run
     if name == "study_undersample":  # WFDD replica: 10 normal -> 2 held out -> half of 8 trained on
         assert "wfdd/grey_cloth seed0  root=" in caplog.text and "train=4 val=2" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+def test_interrupted_visa_conversion_says_to_convert_again(tmp_path, capsys):
+    replicas.build_visa_raw(tmp_path / "visa", {"candle": (3, 1, 2)})
+    replicas.build_mvtec_like(tmp_path / "visa/visa_pytorch", {"candle": (3, 1, 0)})
+    code, out, _ = check_cli(capsys, "visa", "--root", str(tmp_path / "visa"), "--categories", "candle")
+    assert code == 2
+    assert (f"found 3/1/0 images (train good/test good/test defect), expected 900/100/100: an interrupted or "
+            f"modified conversion; delete {tmp_path / 'visa/visa_pytorch'} to convert again") in out

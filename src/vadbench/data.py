@@ -7,21 +7,23 @@ anomalib's default (validation = test set) for comparison with studies that used
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vadbench import layouts
 from vadbench.config import DatasetSpec, RunSpec
-from vadbench.datasets import info
+from vadbench.datasets import DATASET_KINDS, info
 from vadbench.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 FOLDER_TEST_RATIO = 0.2  # share of good/ held out as normal test images when a folder has no test_good/
-FIX_HINT = {kind: info(kind).unpack for kind in ("demo", "mvtec_ad", "visa", "wfdd", "folder")}
+FIX_HINT = {kind: info(kind).unpack for kind in DATASET_KINDS}
 
 
 def check_category(dataset: DatasetSpec, category: str) -> Path:
@@ -194,8 +196,27 @@ def prepare_visa(root: Path) -> None:
         if not (root / category / "Data" / "Images").is_dir():
             raise DatasetError(f"VisA at {root}: {root / category / 'Data/Images'} is missing, cannot convert the "
                                f"1cls split; {info('visa').unpack}")
-    log.info("converting VisA at %s to the 1cls split in %s", root, root / layouts.VISA_CONVERTED)
-    Visa(root=root, category=listed[0]).apply_cls1_split()
+    with _exclusive(root / ".vadbench-visa-convert.lock"):  # parallel runs of other categories wait here
+        if all((root / layouts.VISA_CONVERTED / c).is_dir() for c in listed):
+            return
+        log.info("converting VisA at %s to the 1cls split in %s", root, root / layouts.VISA_CONVERTED)
+        Visa(root=root, category=listed[0]).apply_cls1_split()
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory file lock (POSIX); without fcntl (Windows) no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def split_counts(datamodule: Any) -> dict[str, int]:

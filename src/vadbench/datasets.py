@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 #: (train good, test good, test defect) per category, as published by the dataset authors.
 Counts = tuple[int, int, int]

@@ -58,15 +58,27 @@ class DatasetCheck:
                  f"  {'category':<14}{'train good':>11}{'test good':>10}{'test defect':>12}  {'expected':<13}status"]
         for c in self.categories:
             found = c.counts or ("-", "-", "-")
-            expected = "/".join(map(str, c.expected)) if c.expected else "unpublished"
+            expected = "/".join(map(str, c.expected)) if c.expected else ("unpublished" if self.kind == "wfdd" else "-")
             status = "ERROR" if c.errors else "ok"
             lines.append(f"  {c.category:<14}{found[0]:>11}{found[1]:>10}{found[2]:>12}  {expected:<13}{status}")
         if len(self.categories) > 1 and all(c.counts for c in self.categories):
             total = [sum(c.counts[i] for c in self.categories) for i in range(3)]
             lines.append(f"  {'total':<14}{total[0]:>11}{total[1]:>10}{total[2]:>12}")
         lines += [f"  error: {p}" for p in self.problems]
-        lines += [f"  note: {c.category}: {n}" for c in self.categories for n in c.notes]
+        lines += [f"  note: {n}" for n in self._notes()]
         return "\n".join(lines)
+
+    def _notes(self) -> list[str]:
+        """Notes, a note shared by every category once (the root's path made generic), else per category."""
+        def generic(c: CategoryCheck, note: str) -> str:
+            return note.replace(f"/{c.category}/", "/<category>/").replace(f"/{c.category}", "/<category>")
+
+        shared = {generic(c, n) for c in self.categories for n in c.notes}
+        out = []
+        for note in sorted(shared):
+            owners = [c.category for c in self.categories if note in {generic(c, n) for n in c.notes}]
+            out.append(f"{note}" if len(owners) == len(self.categories) > 1 else f"{', '.join(owners)}: {note}")
+        return out
 
     def raise_if_failed(self) -> None:
         """DatasetError with the first problem (and how many more) unless the check passed."""
@@ -104,18 +116,20 @@ def check_category(kind: str, root: Path | str, category: str) -> CategoryCheck:
     if wrong:
         check.errors.append(wrong)
         return check
+    fix = "an incomplete or modified copy; re-download or re-unpack it"
     if entry.layout == "visa":
         converted = root / VISA_CONVERTED / category
         if converted.is_dir():
-            check.notes.append(f"using the converted 1cls split in {converted}")
+            check.notes.append(f"using the converted 1cls split in {root / VISA_CONVERTED}")
             _check_mvtec_like(converted, entry, check)
+            fix = f"an interrupted or modified conversion; delete {root / VISA_CONVERTED} to convert again"
         else:
             _check_visa_raw(root, category, entry, check)
     elif entry.layout == "folder":
         _check_folder(root / category, check)
     else:
         _check_mvtec_like(root / category, entry, check)
-    _compare_counts(entry, check)
+    _compare_counts(entry, check, fix)
     return check
 
 
@@ -299,7 +313,7 @@ def _check_folder(folder: Path, check: CategoryCheck) -> None:
                            "'train good' above counts all of good/")
 
 
-def _compare_counts(entry: DatasetInfo, check: CategoryCheck) -> None:
+def _compare_counts(entry: DatasetInfo, check: CategoryCheck, fix: str) -> None:
     """Counts against the published ones: an error for strict kinds, information otherwise."""
     if check.counts is None:
         return
@@ -309,6 +323,5 @@ def _compare_counts(entry: DatasetInfo, check: CategoryCheck) -> None:
         return
     if tuple(check.counts) != tuple(check.expected):
         found, want = "/".join(map(str, check.counts)), "/".join(map(str, check.expected))
-        message = (f"found {found} images (train good/test good/test defect), expected {want}: "
-                   "an incomplete or modified copy; re-download or re-unpack it")
+        message = f"found {found} images (train good/test good/test defect), expected {want}: {fix}"
         (check.errors if entry.strict_counts else check.notes).append(message)
