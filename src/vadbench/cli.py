@@ -1,4 +1,4 @@
-"""`vadbench` command line: run, report, demo-data."""
+"""`vadbench` command line: run, report, data (check, where), demo-data."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("outputs/report"), help="report folder (default outputs/report)")
 
     _kaggle_parser(sub)
+    data = sub.add_parser("data", help="check a dataset root, or say where to get a dataset")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    from vadbench.datasets import DATASET_KINDS
+
+    check = data_sub.add_parser("check", help="validate a dataset root before any training (layout, masks, counts)")
+    check.add_argument("dataset", choices=DATASET_KINDS, help="dataset kind")
+    check.add_argument("--root", type=Path, default=None,
+                       help="dataset root (default: $VADBENCH_<KIND>_ROOT, else datasets/<kind>)")
+    check.add_argument("--categories", nargs="+", default=None, help="only these categories (default: all)")
+    where = data_sub.add_parser("where", help="where to download a dataset and the folder to unpack it into")
+    where.add_argument("dataset", choices=DATASET_KINDS, help="dataset kind")
 
     demo = sub.add_parser("demo-data", help="build the embedded offline demo dataset from scikit-image photos")
     demo.add_argument("--root", type=Path, default=DEMO_DATA_ROOT, help="where to build (default outputs/data)")
@@ -103,7 +114,21 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "report": _report, "demo-data": _demo_data, "kaggle": _kaggle}
+def _data(args: argparse.Namespace) -> int:
+    from vadbench import datasets, layouts
+
+    if args.data_command == "where":
+        sys.stdout.write(datasets.where_text(args.dataset) + "\n")
+        return 0
+    root = args.root if args.root is not None else Path(datasets.resolve_root(args.dataset, None))
+    result = layouts.check_dataset(args.dataset, root, args.categories)
+    sys.stdout.write(result.table() + "\n")
+    result.raise_if_failed()
+    log.info("%s at %s: %d categories checked, no problem", args.dataset, root, len(result.categories))
+    return 0
+
+
+COMMANDS = {"run": _run, "report": _report, "demo-data": _demo_data, "kaggle": _kaggle, "data": _data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from vadbench import datasets
 from vadbench.errors import ConfigError
 
 
@@ -66,7 +67,7 @@ class EfficientAdParams:
 
 
 MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams}
-DATASET_KINDS = ("demo", "mvtec_ad")
+DATASET_KINDS = datasets.DATASET_KINDS  # demo, mvtec_ad, visa, wfdd, folder (see vadbench.datasets)
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,19 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset: a label, its layout kind, its root folder and the categories to run."""
+    """One dataset: a label, its kind, its root folder, the categories to run and the train subset.
+
+    root: when empty, the kind's environment variable (e.g. $VADBENCH_MVTEC_AD_ROOT), else its default
+    folder (see `vadbench data where <kind>`); resolved when the file is loaded.
+    train_ratio: fraction of the normal training images (after the validation hold-out) that the model
+    is trained on, drawn with the run's seed; 1.0 uses all of them.
+    """
 
     name: str
-    kind: Literal["demo", "mvtec_ad"]
-    root: str
+    kind: Literal["demo", "mvtec_ad", "visa", "wfdd", "folder"]
     categories: list[str]
+    root: str = ""
+    train_ratio: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ class EvaluationSpec:
     """Held-out split, thresholds and timing settings shared by every run of an experiment."""
 
     val_ratio: float = 0.2
+    val_source: Literal["train", "test"] = "train"  # test: anomalib's default (validation = test set), for comparison only
     eval_batch_size: int = 8
     num_workers: int = 0
     image_threshold_quantile: float = 1.0
@@ -162,7 +171,8 @@ class RunSpec:
             "experiment": self.experiment,
             "model": dataclasses.asdict(self.model),
             "model_params": dataclasses.asdict(self.model.typed_params()),
-            "dataset": {"name": self.dataset.name, "kind": self.dataset.kind, "root": self.dataset.root},
+            "dataset": {"name": self.dataset.name, "kind": self.dataset.kind, "root": self.dataset.root,
+                        "train_ratio": self.dataset.train_ratio},
             "category": self.category,
             "seed": self.seed,
             "device": self.device,
@@ -200,7 +210,8 @@ def load_experiment(path: Path | str) -> Experiment:
         _check_semantics(experiment)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return dataclasses.replace(experiment, source=str(path))
+    resolved = [dataclasses.replace(d, root=datasets.resolve_root(d.kind, d.root)) for d in experiment.datasets]
+    return dataclasses.replace(experiment, datasets=resolved, source=str(path))
 
 
 def _check_semantics(exp: Experiment) -> None:
@@ -220,6 +231,13 @@ def _check_semantics(exp: Experiment) -> None:
     for ds in exp.datasets:
         if not ds.categories:
             raise ConfigError(f"datasets[{ds.name}].categories is empty: list at least one category")
+        known = datasets.info(ds.kind).categories
+        unknown = [c for c in ds.categories if known and c not in known]
+        if unknown:
+            raise ConfigError(f"datasets[{ds.name}].categories: unknown {ds.kind} category {unknown[0]!r}; "
+                              f"known: {list(known)}")
+        if not 0.0 < ds.train_ratio <= 1.0:
+            raise ConfigError(f"datasets[{ds.name}].train_ratio must lie in (0, 1], got {ds.train_ratio}")
     if not exp.seeds:
         raise ConfigError("'seeds' is empty: list at least one seed, e.g. [0]")
     if not 0.0 < exp.evaluation.val_ratio < 1.0:

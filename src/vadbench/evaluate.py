@@ -92,6 +92,8 @@ def score_loader(module: Any, loader: Any, device: torch.device) -> Scored:
         if amap.dim() == 3:
             amap = amap.unsqueeze(1)
         mask = batch.gt_mask
+        if mask is None:  # a folder dataset without masks: an all-normal mask, pixel metrics become undefined
+            mask = torch.zeros((amap.shape[0], *batch.image.shape[-2:]), dtype=torch.bool)
         amap = F.interpolate(amap.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
         maps.append(amap[:, 0].cpu().numpy())
         masks.append(mask.bool().reshape(amap.shape[0], *mask.shape[-2:]).cpu().numpy())
@@ -141,7 +143,7 @@ def train_and_evaluate(run: RunSpec) -> RunResult:
                    **timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size),
                    **model_times, **size_figures, **timing.peak_memory(device)},
         "speed": speed,
-        "split": {"val_source": "train", "val_ratio": run.evaluation.val_ratio, **data.split_counts(datamodule)},
+        "split": split_facts(run, datamodule),
         "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
                      "steps_run": int(engine.trainer.global_step), "epochs_run": int(engine.trainer.current_epoch),
                      "train_batch_size": run.model.train.batch_size, **built.facts},
@@ -199,6 +201,11 @@ def _flops(model: torch.nn.Module, shape: tuple[int, int, int], device: torch.de
     except Exception as exc:  # the counter is a dispatch-level trace; a failure must not lose the run
         log.warning("FLOP count failed: %s: %s", type(exc).__name__, exc)
         return None
+def split_facts(run: RunSpec, datamodule: Any) -> dict[str, Any]:
+    """Where thresholds were fitted, the split and undersampling settings and the resulting image counts."""
+    held_out = run.evaluation.val_source == "train"
+    return {"val_source": run.evaluation.val_source, "val_ratio": run.evaluation.val_ratio if held_out else None,
+            "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **data.split_counts(datamodule)}
 
 
 def identity(run: RunSpec) -> dict[str, Any]:

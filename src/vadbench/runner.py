@@ -42,14 +42,40 @@ class BatchResult:
 
 
 def preflight(exp: Experiment) -> None:
-    """Check dataset roots/categories and model inputs before any run starts (raises on the first problem)."""
-    from vadbench import data, models
+    """Check dataset roots/categories, split sizes and model inputs before any run starts (raises on the first problem)."""
+    from vadbench import models
 
-    for ds in exp.datasets:
-        for category in ds.categories:
-            data.check_category(ds, category)
+    check_datasets(exp)
     for model in exp.models:
         models.check_inputs(model)
+
+
+def check_datasets(exp: Experiment) -> dict[tuple[str, str], object]:
+    """Validate every dataset category and plan its split; the plans by (dataset, category). Raises DatasetError."""
+    from vadbench import data
+
+    plans = {}
+    for ds in exp.datasets:
+        for category in ds.categories:
+            check = data.validate_category(ds, category)
+            plans[ds.name, category] = data.plan_split(ds, category, exp.evaluation.val_ratio,
+                                                       exp.evaluation.val_source, check)
+    return plans
+
+
+def dry_run_check(exp: Experiment) -> tuple[dict, list[str]]:
+    """For --dry-run: dataset plans (raising on a dataset problem) and the model-input problems, listed not raised."""
+    from vadbench import models
+    from vadbench.errors import InputMissingError
+
+    plans = check_datasets(exp)
+    missing = []
+    for model in exp.models:
+        try:
+            models.check_inputs(model)
+        except InputMissingError as exc:
+            missing.append(f"{model.name}: {exc}")
+    return plans, missing
 
 
 def run_dir_of(run: RunSpec, output_root: Path) -> Path:
@@ -77,15 +103,14 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
     sequential = launcher == "local" and workers == 1
     pending: list[tuple[RunSpec, Path]] = []
     output_root = Path(output_root)
+    if dry_run:
+        return _dry_run(exp, runs, output_root)
     preflight(exp)
     result = BatchResult(total=len(runs), failed=[])
     started = time.monotonic()
     for index, run in enumerate(runs, start=1):
         directory = run_dir_of(run, output_root)
         finished = records.is_finished(directory, run.config_hash)
-        if dry_run:
-            log.info("[%d/%d] %s -> %s (%s)", index, len(runs), run.label, directory, "done" if finished else "to run")
-            continue
         if finished and not force:
             log.info("[%d/%d] %s: finished with the same config, skipped (--force reruns)", index, len(runs), run.label)
             result.skipped += 1
@@ -139,6 +164,20 @@ def _has_record_of(directory: Path, config_hash: str) -> bool:
         return records.read_record(directory).get("config_hash") == config_hash
     except (OSError, ValueError):
         return False
+def _dry_run(exp: Experiment, runs: list[RunSpec], output_root: Path) -> BatchResult:
+    """List every run with its dataset root (checked) and split sizes; name missing model inputs. Trains nothing."""
+    plans, missing = dry_run_check(exp)
+    for index, run in enumerate(runs, start=1):
+        plan = plans[run.dataset.name, run.category]
+        state = "done" if records.is_finished(run_dir_of(run, output_root), run.config_hash) else "to run"
+        log.info("[%d/%d] %s  root=%s  train=%d val=%d (%s)", index, len(runs), run.label, run.dataset.root,
+                 plan.train_images, plan.val_images, state)
+    for problem in missing:
+        log.error("model input missing (runs would fail before training): %s", problem)
+    log.info("dry run of %s: %d runs; dataset roots checked: %s; model inputs %s", exp.name, len(runs),
+             ", ".join(sorted({f"{d.name}={d.root}" for d in exp.datasets})),
+             "missing for " + ", ".join(p.split(":")[0] for p in missing) if missing else "present")
+    return BatchResult(total=len(runs), failed=[p.split(":")[0] for p in missing])
 
 
 def execute_run(run: RunSpec, params_file: str, output_root: Path, directory: Path) -> bool:

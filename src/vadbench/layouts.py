@@ -1,0 +1,327 @@
+"""Validate a dataset root on disk before any training: categories, layout, masks, counts, readability.
+
+`check_dataset` returns a `DatasetCheck` (per-category counts, errors and notes) that
+`vadbench data check` prints and `vadbench run` uses in its preflight. Only PIL image headers are
+read, so a full MVTec AD or VisA root checks in seconds.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from vadbench.datasets import Counts, DatasetInfo, info
+from vadbench.errors import DatasetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VISA_SPLIT_CSV = Path("split_csv/1cls.csv")
+VISA_CONVERTED = "visa_pytorch"
+SHOW = 3  # paths named per problem before "... and N more"
+
+
+@dataclass
+class CategoryCheck:
+    """What one category folder holds and what is wrong with it."""
+
+    category: str
+    counts: Counts | None = None  # (train good, test good, test defect) found
+    expected: Counts | None = None
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DatasetCheck:
+    """The result of checking one dataset root."""
+
+    kind: str
+    root: Path
+    categories: list[CategoryCheck] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every error, root-level first, each naming its path."""
+        return self.errors + [f"{c.category}: {e}" for c in self.categories for e in c.errors]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.problems
+
+    def table(self) -> str:
+        """Per-category counts against the expected numbers, then errors and notes."""
+        lines = [f"{self.kind} at {self.root}",
+                 f"  {'category':<14}{'train good':>11}{'test good':>10}{'test defect':>12}  {'expected':<13}status"]
+        for c in self.categories:
+            found = c.counts or ("-", "-", "-")
+            expected = "/".join(map(str, c.expected)) if c.expected else ("unpublished" if self.kind == "wfdd" else "-")
+            status = "ERROR" if c.errors else "ok"
+            lines.append(f"  {c.category:<14}{found[0]:>11}{found[1]:>10}{found[2]:>12}  {expected:<13}{status}")
+        if len(self.categories) > 1 and all(c.counts for c in self.categories):
+            total = [sum(c.counts[i] for c in self.categories) for i in range(3)]
+            lines.append(f"  {'total':<14}{total[0]:>11}{total[1]:>10}{total[2]:>12}")
+        lines += [f"  error: {p}" for p in self.problems]
+        lines += [f"  note: {n}" for n in self._notes()]
+        return "\n".join(lines)
+
+    def _notes(self) -> list[str]:
+        """Notes, a note shared by every category once (the root's path made generic), else per category."""
+        def generic(c: CategoryCheck, note: str) -> str:
+            return note.replace(f"/{c.category}/", "/<category>/").replace(f"/{c.category}", "/<category>")
+
+        shared = {generic(c, n) for c in self.categories for n in c.notes}
+        out = []
+        for note in sorted(shared):
+            owners = [c.category for c in self.categories if note in {generic(c, n) for n in c.notes}]
+            out.append(f"{note}" if len(owners) == len(self.categories) > 1 else f"{', '.join(owners)}: {note}")
+        return out
+
+    def raise_if_failed(self) -> None:
+        """DatasetError with the first problem (and how many more) unless the check passed."""
+        problems = self.problems
+        if problems:
+            more = f" (and {len(problems) - 1} more problems: `vadbench data check {self.kind} --root {self.root}` lists them)" \
+                if len(problems) > 1 else ""
+            raise DatasetError(f"dataset {self.kind} at {self.root}: {problems[0]}{more}")
+
+
+def check_dataset(kind: str, root: Path | str, categories: list[str] | None = None) -> DatasetCheck:
+    """Check a root for the given categories (default: all of the kind's, or every folder for `folder`)."""
+    entry, root = info(kind), Path(root)
+    result = DatasetCheck(kind, root)
+    if not root.is_dir():
+        result.errors.append(f"root {root} does not exist; {entry.unpack} (`vadbench data where {kind}` says where to get it)")
+        return result
+    if categories is None:
+        categories = list(entry.categories) or sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not categories:
+        result.errors.append(f"no category folder in {root}; {entry.unpack}")
+    for category in categories:
+        result.categories.append(check_category(kind, root, category))
+    return result
+
+
+def check_category(kind: str, root: Path | str, category: str) -> CategoryCheck:
+    """Check one category of a root (the root itself is assumed to exist)."""
+    entry, root = info(kind), Path(root)
+    check = CategoryCheck(category, expected=entry.expected.get(category))
+    if entry.categories and category not in entry.categories:
+        check.errors.append(f"unknown category '{category}' for {kind}; known: {list(entry.categories)}")
+        return check
+    wrong = diagnose_root(entry, root, category)
+    if wrong:
+        check.errors.append(wrong)
+        return check
+    fix = "an incomplete or modified copy; re-download or re-unpack it"
+    if entry.layout == "visa":
+        converted = root / VISA_CONVERTED / category
+        if converted.is_dir():
+            check.notes.append(f"using the converted 1cls split in {root / VISA_CONVERTED}")
+            _check_mvtec_like(converted, entry, check)
+            fix = f"an interrupted or modified conversion; delete {root / VISA_CONVERTED} to convert again"
+        else:
+            _check_visa_raw(root, category, entry, check)
+    elif entry.layout == "folder":
+        _check_folder(root / category, check)
+    else:
+        _check_mvtec_like(root / category, entry, check)
+    _compare_counts(entry, check, fix)
+    return check
+
+
+def diagnose_root(entry: DatasetInfo, root: Path, category: str) -> str:
+    """An error naming the fix when `root/category` is not where the category should be, else ''."""
+    if entry.layout == "visa" and (root.name == VISA_CONVERTED or (root / category / "train" / "good").is_dir()):
+        return f"{root} is anomalib's converted folder: set the root to its parent {root.parent}"
+    if (root / category).is_dir():
+        return ""
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if _looks_like_category(root):
+        return f"root {root} is itself a category folder: set the root to its parent {root.parent}"
+    for sub in found:
+        if (root / sub / category).is_dir():
+            return (f"no category '{category}' in {root}, but {root / sub / category} exists: "
+                    f"set the root to {root / sub} (the folder that holds the categories)")
+    if entry.layout == "mvtec" and any((root / f / "Data" / "Images").is_dir() for f in found):
+        return f"{root} holds VisA's raw layout (<cat>/Data/Images): use dataset kind 'visa'"
+    return f"no category '{category}' in {root} (found: {found}); {entry.unpack}"
+
+
+def _looks_like_category(folder: Path) -> bool:
+    return any((folder / sub).is_dir() for sub in ("train/good", "Data/Images", "good"))
+
+
+def images_in(folder: Path) -> list[Path]:
+    """Image files directly in a folder, sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header, or None when the file cannot be read as an image."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _named(paths: list, what: str) -> str:
+    shown = ", ".join(str(p) for p in paths[:SHOW])
+    more = f" ... and {len(paths) - SHOW} more" if len(paths) > SHOW else ""
+    return f"{len(paths)} {what}: {shown}{more}"
+
+
+def _check_readable(paths: list[Path], check: CategoryCheck) -> dict[Path, tuple[int, int]]:
+    """Sizes of the readable images; one error naming the unreadable ones."""
+    sizes, bad = {}, []
+    for path in paths:
+        size = image_size(path)
+        if size is None:
+            bad.append(path)
+        else:
+            sizes[path] = size
+    if bad:
+        check.errors.append(_named(bad, "unreadable image(s) (not a valid image file; re-copy them)"))
+    return sizes
+
+
+def mask_for(image: Path, mask_dir: Path) -> Path | None:
+    """The mask of a defect image: `<stem>.<ext>` or `<stem>_mask.<ext>` in mask_dir, or None."""
+    for name in (image.stem, image.stem + "_mask"):
+        for suffix in (".png", ".PNG", *IMAGE_SUFFIXES):
+            candidate = mask_dir / (name + suffix)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _check_masks(defects: list[Path], mask_dir: Path, sizes: dict, check: CategoryCheck) -> None:
+    """Every defect image has a readable mask of its own size in mask_dir."""
+    missing, wrong = [], []
+    for image in defects:
+        mask = mask_for(image, mask_dir)
+        if mask is None:
+            missing.append(image)
+            continue
+        size = image_size(mask)
+        if size is None:
+            wrong.append(f"{mask} (unreadable)")
+        elif image in sizes and size != sizes[image]:
+            wrong.append(f"{mask} is {size[0]}x{size[1]} but {image.name} is {sizes[image][0]}x{sizes[image][1]}")
+    if missing:
+        check.errors.append(_named(missing, f"defect image(s) without a mask in {mask_dir} "
+                                            "(expected <name>.png or <name>_mask.png)"))
+    if wrong:
+        check.errors.append(_named(wrong, "mask(s) of the wrong size or unreadable"))
+
+
+def _check_mvtec_like(folder: Path, entry: DatasetInfo, check: CategoryCheck) -> None:
+    """<cat>/train/good, <cat>/test/{good,<defect>}, <cat>/ground_truth/<defect>/<name>[_mask].png."""
+    for sub in ("train/good", "test/good"):
+        if not (folder / sub).is_dir():
+            check.errors.append(f"{folder / sub} is missing: not an MVTec-like layout; {entry.unpack}")
+            return
+    train, good = images_in(folder / "train/good"), images_in(folder / "test/good")
+    defect_dirs = sorted(p for p in (folder / "test").iterdir() if p.is_dir() and p.name != "good")
+    defects = {d.name: images_in(d) for d in defect_dirs}
+    check.counts = (len(train), len(good), sum(len(v) for v in defects.values()))
+    if not train:
+        check.errors.append(f"{folder / 'train/good'} holds no image")
+    sizes = _check_readable(train + good + [p for v in defects.values() for p in v], check)
+    for name, images in defects.items():
+        if images:
+            _check_masks(images, folder / "ground_truth" / name, sizes, check)
+
+
+def _check_visa_raw(root: Path, category: str, entry: DatasetInfo, check: CategoryCheck) -> None:
+    """VisA as released: <cat>/Data/Images/{Normal,Anomaly}, <cat>/Data/Masks/Anomaly, split_csv/1cls.csv."""
+    split_csv = root / VISA_SPLIT_CSV
+    if not (root / category / "Data" / "Images").is_dir():
+        check.errors.append(f"{root / category / 'Data/Images'} is missing: not VisA's raw layout; {entry.unpack}")
+        return
+    if not split_csv.is_file():
+        check.errors.append(f"{split_csv} is missing: VisA needs its official split; unpack the complete "
+                            "VisA_20220922.tar (it holds split_csv/1cls.csv) into the root")
+        return
+    rows = [r for r in read_split_csv(split_csv) if r["object"] == category]
+    count = lambda split, label: sum(1 for r in rows if r["split"] == split and r["label"] == label)  # noqa: E731
+    check.counts = (count("train", "normal"), count("test", "normal"), count("test", "anomaly"))
+    images = [root / r["image"] for r in rows]
+    absent = [p for p in images if not p.is_file()]
+    if absent:
+        check.errors.append(_named(absent, f"image(s) listed in {split_csv} but missing"))
+    sizes = _check_readable([p for p in images if p.is_file()], check)
+    _check_visa_masks(root, [r for r in rows if r["label"] == "anomaly"], sizes, check)
+    if not os.access(root, os.W_OK):
+        check.errors.append(f"{root} is read-only, but the 1cls conversion writes {root / VISA_CONVERTED}: copy the "
+                            "dataset to a writable folder (e.g. cp -r /kaggle/input/<slug> /kaggle/working/visa) "
+                            "and use that as the root")
+    check.notes.append(f"raw layout: converted to {root / VISA_CONVERTED} (anomalib's 1cls split) on the first run")
+
+
+def read_split_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of VisA's split CSV by position, as anomalib reads it: object, split, label, image, mask."""
+    keys = ("object", "split", "label", "image", "mask")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)  # header
+        return [dict(zip(keys, row)) for row in reader if row]
+
+
+def _check_visa_masks(root: Path, anomalies: list[dict[str, str]], sizes: dict, check: CategoryCheck) -> None:
+    missing, wrong = [], []
+    for row in anomalies:
+        image, mask = root / row["image"], root / row["mask"] if row.get("mask") else None
+        if mask is None or not mask.is_file():
+            missing.append(image)
+            continue
+        size = image_size(mask)
+        if size is None or (image in sizes and size != sizes[image]):
+            wrong.append(f"{mask} ({'unreadable' if size is None else f'{size[0]}x{size[1]}'}, image "
+                         f"{image.name} is {'?' if image not in sizes else f'{sizes[image][0]}x{sizes[image][1]}'})")
+    if missing:
+        check.errors.append(_named(missing, "anomaly image(s) without a mask file"))
+    if wrong:
+        check.errors.append(_named(wrong, "mask(s) of the wrong size or unreadable"))
+
+
+def _check_folder(folder: Path, check: CategoryCheck) -> None:
+    """A user's folder: good/ and defect/ images, optional mask/ (one per defect image) and test_good/."""
+    fix = info("folder").unpack
+    for sub in ("good", "defect"):
+        if not (folder / sub).is_dir():
+            check.errors.append(f"{folder / sub} is missing; {fix}")
+            return
+    good, defect, test_good = images_in(folder / "good"), images_in(folder / "defect"), images_in(folder / "test_good")
+    check.counts = (len(good), len(test_good), len(defect))
+    for sub, images in (("good", good), ("defect", defect)):
+        if not images:
+            check.errors.append(f"{folder / sub} holds no image")
+    sizes = _check_readable(good + defect + test_good, check)
+    if (folder / "mask").is_dir():
+        _check_masks(defect, folder / "mask", sizes, check)
+    else:
+        check.notes.append(f"no {folder / 'mask'}: image metrics only (pixel metrics are recorded as undefined)")
+    if not test_good:
+        check.notes.append("no test_good/: 20 % of good/ is held out as normal test images (seeded); "
+                           "'train good' above counts all of good/")
+
+
+def _compare_counts(entry: DatasetInfo, check: CategoryCheck, fix: str) -> None:
+    """Counts against the published ones: an error for strict kinds, information otherwise."""
+    if check.counts is None:
+        return
+    if check.expected is None:
+        if entry.kind == "wfdd":
+            check.notes.append("per-category counts are not published for WFDD (4,101 images in all); recorded as found")
+        return
+    if tuple(check.counts) != tuple(check.expected):
+        found, want = "/".join(map(str, check.counts)), "/".join(map(str, check.expected))
+        message = f"found {found} images (train good/test good/test defect), expected {want}: {fix}"
+        (check.errors if entry.strict_counts else check.notes).append(message)
