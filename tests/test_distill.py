@@ -27,19 +27,14 @@ def teacher(tmp_path_factory, photos):
 
 
 def heldout_loss(pdn, settings, seed: int = 123, batches: int = 6) -> float:
-    """Mean distillation loss on fresh augmented crops (another seed than training), targets normalised there."""
-    from vadbench import backbones
-
+    """Mean distillation loss on fresh augmented crops (another seed than training), targets normalised
+    with the training's own per-channel statistics (distill.setup reproduces them from settings.seed)."""
+    fixed = distill.setup(settings)
+    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    target = distill.FeatureTarget(backbones.load_backbone(settings.backbone),
-                                   backbones.default_layers(settings.backbone), settings.out_channels)
-    images = distill.load_images(distill.image_files(settings.images), settings.image_size)
-    aug = distill.augmenter(settings.crop, settings.image_size)
-    grid = distill.output_grid(pdn, settings.crop)
-    mean, std = distill.channel_stats(target, images, aug, grid, 8, gen)
     with torch.no_grad():
-        losses = [float(distill.distillation_loss(pdn, target, distill.sample_batch(images, aug, 8, gen), mean, std))
-                  for _ in range(batches)]
+        losses = [float(distill.distillation_loss(pdn, fixed.target, distill.sample_batch(fixed.images, fixed.aug, 8, gen),
+                                                  fixed.mean, fixed.std)) for _ in range(batches)]
     return sum(losses) / len(losses)
 
 

@@ -220,19 +220,43 @@ def output_grid(pdn: nn.Module, crop: int) -> tuple[int, int]:
         return tuple(pdn(torch.zeros(1, 3, crop, crop)).shape[-2:])
 
 
+@dataclass
+class Setup:
+    """The fixed parts of a distillation: target network, images, augmentation, grid and target statistics."""
+
+    target: FeatureTarget
+    images: list[torch.Tensor]
+    aug: v2.Compose
+    grid: tuple[int, int]
+    mean: torch.Tensor
+    std: torch.Tensor
+    layers: list[str]
+    files: list[Path]
+
+
+def setup(settings: DistillSettings) -> Setup:
+    """Everything but the PDN, reproducibly from settings.seed (the target statistics included)."""
+    torch.manual_seed(settings.seed)
+    files = image_files(settings.images)
+    layers = settings.layers or backbones.default_layers(settings.backbone)
+    target = FeatureTarget(backbones.load_backbone(settings.backbone), layers, settings.out_channels)
+    grid = output_grid(make_pdn(settings.model_size, settings.out_channels), settings.crop)
+    images, aug = load_images(files, settings.image_size), augmenter(settings.crop, settings.image_size)
+    torch.manual_seed(settings.seed)
+    mean, std = channel_stats(target, images, aug, grid, settings.batch_size, torch.Generator().manual_seed(settings.seed))
+    return Setup(target, images, aug, grid, mean, std, layers, files)
+
+
 def distil_teacher(settings: DistillSettings, out: Path | str) -> dict[str, Any]:
     """Distil a teacher, write its state dict to `out` and the record beside it; return the record."""
     out = Path(out)
     t0 = time.monotonic()
+    fixed = setup(settings)
+    target, images, aug, mean, std, layers, files = (fixed.target, fixed.images, fixed.aug, fixed.mean, fixed.std,
+                                                     fixed.layers, fixed.files)
     torch.manual_seed(settings.seed)
-    gen = torch.Generator().manual_seed(settings.seed)
-    files = image_files(settings.images)
-    layers = settings.layers or backbones.default_layers(settings.backbone)
-    target = FeatureTarget(backbones.load_backbone(settings.backbone), layers, settings.out_channels)
     pdn = make_pdn(settings.model_size, settings.out_channels)
-    grid = output_grid(pdn, settings.crop)
-    images, aug = load_images(files, settings.image_size), augmenter(settings.crop, settings.image_size)
-    mean, std = channel_stats(target, images, aug, grid, settings.batch_size, gen)
+    gen = torch.Generator().manual_seed(settings.seed + 1)
     optimizer = torch.optim.Adam(pdn.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     losses = []
     for step in range(settings.steps):
