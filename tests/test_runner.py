@@ -15,6 +15,7 @@ import nbformat
 import pytest
 import yaml
 
+from stand_in import make_project
 from vadbench import records, runner
 from vadbench.errors import DatasetError
 
@@ -36,24 +37,7 @@ records.write_record(d, {"status": "ok", "error": None, "experiment": run.experi
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     """A working dir with a tiny dataset layout, an experiment file and the stand-in notebook."""
-    for category in ("a", "broken", "c"):
-        for sub in ("train/good", "test/good"):
-            (tmp_path / "data" / category / sub).mkdir(parents=True)
-    exp = {"name": "t", "seeds": [0], "datasets": [{"name": "d", "kind": "demo", "root": "data",
-                                                     "categories": ["a", "broken", "c"]}],
-           "models": [{"name": "dr", "kind": "draem", "image_size": 64,
-                       "train": {"max_steps": 1, "batch_size": 2}, "params": {"anomaly_source": "perlin"}}]}
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
-    nb_dir = tmp_path / "nb"
-    nb_dir.mkdir()
-    real = nbformat.read(runner.notebooks_dir() / runner.NOTEBOOK, as_version=4)
-    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
-    fake = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(STAND_IN)])
-    fake.metadata = real.metadata
-    nbformat.write(fake, nb_dir / runner.NOTEBOOK)
-    monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(nb_dir))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return make_project(tmp_path, monkeypatch, STAND_IN)
 
 
 def executions(project: Path) -> list[str]:

@@ -29,6 +29,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import v2
 
 from vadbench import backbones
+from vadbench.config import DistillParams
 from vadbench.errors import InputMissingError
 
 log = logging.getLogger(__name__)
@@ -38,24 +39,25 @@ VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+_PARAMS = DistillParams()  # the params' defaults are the command's defaults
 
 
 @dataclass(frozen=True)
 class DistillSettings:
     """Everything that determines a distilled teacher (the cache key hashes these and the images)."""
 
-    backbone: str = "mobilenet_v2"
-    images: str = "outputs/data/demo_penalty"
+    backbone: str = _PARAMS.backbone
+    images: str = _PARAMS.images
     model_size: str = "small"
     out_channels: int = 384
-    steps: int = 60
-    batch_size: int = 8
-    crop: int = 64
-    image_size: int = 256
-    lr: float = 1e-3
+    steps: int = _PARAMS.steps
+    batch_size: int = _PARAMS.batch_size
+    crop: int = _PARAMS.crop
+    image_size: int = _PARAMS.image_size
+    lr: float = _PARAMS.lr
     weight_decay: float = 1e-5
     layers: list[str] = field(default_factory=list)
-    seed: int = 0
+    seed: int = _PARAMS.seed
 
 
 def sidecar_path(teacher: Path | str) -> Path:

@@ -1,0 +1,34 @@
+"""A working dir for runner/launcher tests: a tiny dataset layout, an experiment file and a stand-in
+train_evaluate notebook (the real parameters cell, then the given code instead of training)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from vadbench import runner
+
+CATEGORIES = ["a", "broken", "c"]
+
+
+def make_project(tmp_path: Path, monkeypatch, code: str, **experiment) -> Path:
+    """Lay out the project, point the runner at the stand-in notebook and chdir into it."""
+    for category in CATEGORIES:
+        for sub in ("train/good", "test/good"):
+            (tmp_path / "data" / category / sub).mkdir(parents=True)
+    exp = {"name": "t", "seeds": [0], **experiment,
+           "datasets": [{"name": "d", "kind": "demo", "root": "data", "categories": list(CATEGORIES)}],
+           "models": [{"name": "dr", "kind": "draem", "image_size": 64,
+                       "train": {"max_steps": 1, "batch_size": 2}, "params": {"anomaly_source": "perlin"}}]}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    real = nbformat.read(runner.notebooks_dir() / runner.NOTEBOOK, as_version=4)
+    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
+    fake = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(code)])
+    fake.metadata = real.metadata
+    nbformat.write(fake, nb_dir / runner.NOTEBOOK)
+    monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(nb_dir))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
