@@ -10,7 +10,7 @@ EXPERIMENT ?= params/experiments/demo.yaml
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv report-deps demo-data demo run report test test-fast lab clean-outputs
+.PHONY: help venv report-deps demo-data demo run report results-doc test test-fast lint lab clean-outputs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ run: $(STAMP) ## run an experiment: make run EXPERIMENT=params/experiments/X.yam
 
 report: $(STAMP) ## rebuild outputs/report (HTML; PDF when Chromium is installed) from outputs/runs
 	$(VADBENCH) report
+
+results-doc: $(STAMP) ## write docs/results-demo.md from the records under outputs/runs (after make demo)
+	$(VADBENCH) report --markdown docs/results-demo.md
+
+lint: $(STAMP) ## ruff over src/ and tests/ (settings in pyproject.toml)
+	$(VENV)/bin/ruff check src tests
 
 test: $(STAMP) report-deps ## run the whole test suite (includes the slow end-to-end tests, a few minutes)
 	$(PY) -m pytest $(PYTEST_ARGS)

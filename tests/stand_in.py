@@ -7,7 +7,8 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from vadbench import runner
+from vadbench.launch.execute import NOTEBOOK
+from vadbench.paths import notebooks_dir
 
 CATEGORIES = ["a", "broken", "c"]
 
@@ -24,11 +25,11 @@ def make_project(tmp_path: Path, monkeypatch, code: str, **experiment) -> Path:
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
     nb_dir = tmp_path / "nb"
     nb_dir.mkdir()
-    real = nbformat.read(runner.notebooks_dir() / runner.NOTEBOOK, as_version=4)
+    real = nbformat.read(notebooks_dir() / NOTEBOOK, as_version=4)
     params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
     fake = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(code)])
     fake.metadata = real.metadata
-    nbformat.write(fake, nb_dir / runner.NOTEBOOK)
+    nbformat.write(fake, nb_dir / NOTEBOOK)
     monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(nb_dir))
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -48,9 +48,9 @@ def test_every_shipped_experiment_loads():
 
 def test_valid_file_types_and_grid(tmp_path):
     exp = config.load_experiment(write(tmp_path, BASE))
-    ea = exp.models[1].typed_params()
+    ea = exp.models[1].settings
     assert isinstance(ea.lr, float) and ea.lr == 1.0          # int accepted for float
-    assert exp.models[0].typed_params().beta == (0.1, 1.0)     # list accepted for tuple
+    assert exp.models[0].settings.beta == (0.1, 1.0)     # list accepted for tuple
     runs = config.expand_runs(exp)
     assert len(runs) == 2 * 1 * 2 * 2
     assert [(r.model.name, r.category, r.seed) for r in runs[:4]] == [
@@ -68,8 +68,8 @@ def test_hash_changes_with_params_and_is_stable(tmp_path):
 
 @pytest.mark.parametrize("path, value, needle", [
     (["colour"], 1, "unknown key 'colour'"),
-    (["models", 0, "params", "dtd"], "x", "unknown key 'models[0].params.dtd'"),
-    (["models", 1, "params", "lr"], "fast", "models[1].params.lr: expected float, got str"),
+    (["models", 0, "params", "dtd"], "x", "unknown key 'models[dr].params.dtd'"),
+    (["models", 1, "params", "lr"], "fast", "models[ea].params.lr: expected float, got str"),
     (["models", 0, "image_size"], 64.5, "models[0].image_size: expected int"),
     (["models", 0, "image_size"], True, "expected int, got bool"),
     (["models", 0, "kind"], "fastflow", "'fastflow' is not one of ['draem', 'efficientad', 'patchcore', 'padim']"),
@@ -125,9 +125,9 @@ def test_distill_needs_a_distilled_teacher(tmp_path):
     exp["models"][0]["params"]["teacher"] = "distilled"
     exp["models"][0]["params"]["distill"]["stepz"] = 5
     path.write_text(yaml.safe_dump(exp))
-    with pytest.raises(ConfigError, match=r"unknown key 'models\[0\].params.distill.stepz'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'models\[e\].params.distill.stepz'"):
         config.load_experiment(path)
     del exp["models"][0]["params"]["distill"]["stepz"]
     path.write_text(yaml.safe_dump(exp))
-    params = config.load_experiment(path).models[0].typed_params()
+    params = config.load_experiment(path).models[0].settings
     assert params.distill.steps == 5 and params.distill.backbone == "mobilenet_v2"

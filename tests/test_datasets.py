@@ -11,9 +11,12 @@ import yaml
 from PIL import Image
 
 import replicas
-from vadbench import cli, config, data, datasets, runner
+from vadbench import cli, config
 from vadbench.config import DatasetSpec, EvaluationSpec, ModelSpec, RunSpec, TrainSpec
+from vadbench.data import datamodules as data
+from vadbench.data import registry as datasets
 from vadbench.errors import ConfigError, DatasetError
+from vadbench.launch import runner
 
 PROJECT = Path(__file__).resolve().parents[1]
 

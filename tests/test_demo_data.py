@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vadbench import demo_data as dd
-from vadbench.demo_data import DEFECT_TYPES, DEMO_CATEGORIES, DemoSpec
+from vadbench.data import demo as dd
+from vadbench.data.demo import DEFECT_TYPES, DEMO_CATEGORIES, DemoSpec
 
 SMALL = DemoSpec(crop=64, n_train=6, n_test_good=3, n_test_defect=3)
 
@@ -81,7 +81,7 @@ def test_good_images_have_no_masks(demo):
 
 def test_train_and_test_crops_come_from_disjoint_regions(demo):
     _, manifest = demo
-    for cat, records in manifest["crops"].items():
+    for _cat, records in manifest["crops"].items():
         train = [r["box"] for f, r in records.items() if f.startswith("train/")]
         test = [r["box"] for f, r in records.items() if f.startswith("test/")]
         assert len(train) == SMALL.n_train and len(test) == SMALL.n_test_good + SMALL.n_test_defect

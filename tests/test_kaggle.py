@@ -18,9 +18,12 @@ import nbformat
 import pytest
 import yaml
 
-from vadbench import kaggle_kernel, kaggle_runs, records, report, runner
+from vadbench import records
 from vadbench.cli import main as cli_main
 from vadbench.errors import ConfigError
+from vadbench.launch import execute, kaggle_kernel
+from vadbench.launch import kaggle as kaggle_runs
+from vadbench.report import tables as report
 
 ROOT = Path(__file__).resolve().parents[1]
 DUMMY_KEY = "dummy-kaggle-key-7f3a9c51e2"
@@ -125,12 +128,12 @@ def test_code_dataset_holds_an_installable_wheel_of_this_checkout(project, tmp_p
     assert (code / "train_evaluate.ipynb").read_bytes() == (ROOT / "notebooks/train_evaluate.ipynb").read_bytes()
     wheel = next(code.glob("vadbench-*-py3-none-any.whl"))
     with zipfile.ZipFile(wheel) as zf:
-        assert zf.read("vadbench/runner.py") == (ROOT / "src/vadbench/runner.py").read_bytes()
+        assert zf.read("vadbench/launch/runner.py") == (ROOT / "src/vadbench/launch/runner.py").read_bytes()
     target = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
                            "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert (target / "vadbench/kaggle_kernel.py").is_file()
+    assert (target / "vadbench/launch/kaggle_kernel.py").is_file()
     assert list(target.glob("vadbench-*.dist-info/METADATA"))
 
 
@@ -182,7 +185,7 @@ def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
     kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake)
     assert fake.datasets == {"tester/vadbench-code": 2}  # second push versions the code dataset
 
-    draem, ead = shards[0].kernel_id, shards[1].kernel_id
+    draem = shards[0].kernel_id
     fake.outputs[draem] = fake_kernel_output(tmp_path / "k1", "demo", "brick", 0.9)
     others = [s.kernel_id for s in shards[1:]]  # EfficientAD, PatchCore, PaDiM still running
     for kernel in others:
@@ -226,7 +229,8 @@ def test_credentials_never_written(project, tmp_path):
 
 
 def test_importing_vadbench_kaggle_modules_does_not_import_kaggle():
-    code = "import sys, vadbench.kaggle_runs, vadbench.kaggle_kernel, vadbench.cli; print('kaggle' in sys.modules)"
+    modules = "vadbench.launch.kaggle, vadbench.launch.kaggle_api, vadbench.launch.kaggle_kernel, vadbench.cli"
+    code = f"import sys, {modules}; print('kaggle' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "KAGGLE_KEY": DUMMY_KEY, "KAGGLE_USERNAME": "tester"})
     assert done.stdout.strip() == "False", done.stderr
@@ -258,7 +262,7 @@ def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypat
     params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
     fake = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(STAND_IN)])
     fake.metadata = real.metadata
-    nbformat.write(fake, code / runner.NOTEBOOK)
+    nbformat.write(fake, code / execute.NOTEBOOK)
     exp = {"name": "k", "datasets": [{"name": "demo", "kind": "demo", "root": "outputs/data/demo",
                                       "categories": ["brick", "grass"]}],
            "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 1, "batch_size": 2},

@@ -8,15 +8,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import yaml
 
 from stand_in import make_project
-from vadbench import demo_data, launchers, records, runner
+from vadbench import records
+from vadbench.data import demo as demo_data
 from vadbench.errors import ConfigError
+from vadbench.launch import runner
+from vadbench.launch import workers as launchers
 
 STAND_IN = '''
 import os, pathlib

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from vadbench import demo_data, records
+from vadbench import records
+from vadbench.data import demo as demo_data
 
 pytestmark = pytest.mark.slow
 

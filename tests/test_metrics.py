@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
-from vadbench.metrics import METRIC_KEYS, Thresholds, compute_metrics, fit_thresholds
+from vadbench.run.metrics import METRIC_KEYS, Thresholds, compute_metrics, fit_thresholds
 
 THRESH = Thresholds(image=0.5, pixel=0.5, method="test")
 

@@ -5,7 +5,6 @@ it checks that the files agree with each other, not that the models are good.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -18,7 +17,8 @@ import pytest
 import yaml
 from sklearn.metrics import f1_score, roc_auc_score
 
-from vadbench import demo_data, records
+from vadbench import records
+from vadbench.data import demo as demo_data
 
 pytestmark = pytest.mark.slow
 

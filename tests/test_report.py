@@ -16,8 +16,11 @@ import nbformat  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from vadbench import report  # noqa: E402
+from vadbench.cli import main as cli_main  # noqa: E402
 from vadbench.records import METRICS, load_records, records_frame, run_dir, write_record  # noqa: E402
+from vadbench.report import build as report_build  # noqa: E402
+from vadbench.report import figures as report_figures
+from vadbench.report import tables as report  # noqa: E402
 
 EXPERIMENT = "bench"
 MODELS = ("draem", "efficientad_s")
@@ -215,9 +218,9 @@ def test_records_without_optional_fields(tmp_path):
         assert comparison[column].isna().all(), column  # not 0 from an empty sum
     assert report.failed_runs(frame).empty
     assert len(report.environment_table(frame)) == 2
-    for fig in (report.metric_figure(frame), report.speed_figure(frame)):
+    for fig in (report_figures.metric_figure(frame), report_figures.speed_figure(frame)):
         fig.canvas.draw()
-    written = report.write_tables(frame, tmp_path / "out")
+    written = report.save_tables(report.report_tables_for(frame), tmp_path / "out")
     assert pd.read_csv(written["comparison"])["test_images"].isna().all()
 
 
@@ -231,8 +234,8 @@ def test_records_without_identity_fields(tmp_path):
     assert row["image_auroc"] == pytest.approx(0.8) and row["img_per_s"] == pytest.approx(5.0)
     assert row["n_categories"] == 1 and not row["incomplete"]
     assert report.failed_runs(frame)["category"].tolist() == ["c"]
-    report.metric_figure(frame).canvas.draw()
-    report.speed_figure(frame).canvas.draw()
+    report_figures.metric_figure(frame).canvas.draw()
+    report_figures.speed_figure(frame).canvas.draw()
 
 
 def test_all_runs_failed(tmp_path):
@@ -243,13 +246,13 @@ def test_all_runs_failed(tmp_path):
     assert report.per_category_table(frame).empty
     assert report.comparison_table(frame).empty
     assert report.failed_runs(frame)["error"].tolist() == ["ValueError: x"]
-    for fig in (report.metric_figure(frame), report.speed_figure(frame)):
+    for fig in (report_figures.metric_figure(frame), report_figures.speed_figure(frame)):
         fig.canvas.draw()
 
 
 def test_write_tables(runs, tmp_path):
     _, truth, frame = runs
-    paths = report.write_tables(frame, tmp_path / "out")
+    paths = report.save_tables(report.report_tables_for(frame), tmp_path / "out")
     assert {k: p.name for k, p in paths.items()} == report.TABLE_FILES
     assert all(p.parent == tmp_path / "out" / "tables" for p in paths.values())
     assert len(pd.read_csv(paths["per_category"])) == len(truth)
@@ -259,7 +262,7 @@ def test_write_tables(runs, tmp_path):
 
 def test_metric_figure_draws_the_values(runs):
     _, truth, frame = runs
-    fig = report.metric_figure(frame)
+    fig = report_figures.metric_figure(frame)
     metrics = list(METRICS)  # every metric has values here
     assert len(fig.axes) == len(metrics) * len(DATASETS)
     for i, metric in enumerate(metrics):
@@ -273,7 +276,7 @@ def test_metric_figure_draws_the_values(runs):
 
 def test_speed_figure_points(runs):
     _, truth, frame = runs
-    fig = report.speed_figure(frame)
+    fig = report_figures.speed_figure(frame)
     expected = expected_comparison(truth)
     pipeline_ax, model_ax = fig.axes[:2]
     for ax, column in ((pipeline_ax, "img_per_s"), (model_ax, "model_img_per_s")):
@@ -307,15 +310,15 @@ def test_notebook_is_commit_clean():
 def test_build_report_without_records(tmp_path):
     (tmp_path / "runs").mkdir()
     with pytest.raises(FileNotFoundError, match="no run records"):
-        report.build_report(tmp_path / "runs", tmp_path / "out")
+        report_build.build_report(tmp_path / "runs", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="no run records"):
-        report.build_report(tmp_path / "missing", tmp_path / "out")
+        report_build.build_report(tmp_path / "missing", tmp_path / "out")
 
 
 def test_build_report(runs, tmp_path):
     root, truth, frame = runs
     out = tmp_path / "report"
-    paths = report.build_report(root, out)
+    paths = report_build.build_report(root, out)
     assert paths["html"] == out / "summary.html" and paths["notebook"] == out / "summary.ipynb"
     for name in ("html", "notebook", *report.TABLE_FILES, "metrics_figure", "speed_figure"):
         assert paths[name].is_file(), name
@@ -340,3 +343,18 @@ def test_build_report(runs, tmp_path):
     assert_csv_matches(paths["comparison"], report.comparison_table(frame))
     assert len(pd.read_csv(paths["per_category"])) == len(truth)
     assert pd.read_csv(paths["failed_runs"])["error"].tolist() == [ERROR]
+
+
+def test_markdown_results_are_generated_from_the_records(runs, tmp_path):
+    root, truth, _ = runs
+    out = tmp_path / "docs" / "results.md"
+    assert cli_main(["report", "--runs", str(root), "--markdown", str(out)]) == 0
+    text = out.read_text()
+    assert "do not edit by hand" in text and "Measured 2025-01-01T00:00:00Z to 2025-01-01T00:01:00Z on test cpu" in text
+    for dataset, categories in DATASETS.items():
+        section = text.split(f"## {EXPERIMENT} / {dataset}")[1].split("## ")[0]
+        for model in MODELS:
+            ok = [c for c in categories if (model, dataset, c) != FAILED]
+            mean = sum(truth[(model, dataset, c)]["image_auroc"] for c in ok) / len(ok)
+            row = next(line for line in section.splitlines() if line.startswith(f"| {model} |"))
+            assert row.split(" | ")[1:3] == [str(len(ok)), f"{mean:.3f}"]

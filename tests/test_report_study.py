@@ -4,7 +4,6 @@ Every expected number is computed here from the values written into the records.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from pathlib import Path
@@ -20,8 +19,13 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from vadbench import export, report, report_tables  # noqa: E402
+import chromium  # noqa: E402
 from vadbench.records import METRICS, load_records, records_frame, run_dir, write_record  # noqa: E402
+from vadbench.report import breakdowns as report_tables  # noqa: E402
+from vadbench.report import build as report_build
+from vadbench.report import export  # noqa: E402
+from vadbench.report import figures as report_figures
+from vadbench.report import tables as report
 
 SEEDS = {"base": (0, 1), "half": (0,)}
 MODELS = {"draem": ("draem", ""), "efficientad_s": ("efficientad", "small")}
@@ -62,7 +66,7 @@ def timing(exp: str, model: str, dataset: str, category: str, seed: int) -> dict
 
 def cells():
     for exp, seeds in SEEDS.items():
-        for model, (dataset, (kind, categories)) in itertools.product(MODELS, DATASETS.items()):
+        for model, (dataset, (_kind, categories)) in itertools.product(MODELS, DATASETS.items()):
             for category, seed in itertools.product(categories, seeds):
                 if (exp, model, dataset, category) != MISSING:
                     yield exp, model, dataset, category, seed
@@ -264,10 +268,10 @@ def test_written_csvs_equal_the_tables(study, tmp_path):
 
 def test_figures_draw(study):
     _, truth, frame, _ = study
-    fig = report.delta_figure(frame, "base")
+    fig = report_figures.delta_figure(frame, "base")
     heights = sorted(round(p.get_height(), 9) for ax in fig.axes for p in ax.patches if not np.isnan(p.get_height()))
     assert len(heights) == 4 * 9  # 4 metrics × (draem 5 + efficientad 4 common categories)
-    grids = report.qualitative_grids(frame)
+    grids = report_figures.qualitative_grids(frame)
     assert [title for title, _ in grids] == ["base / dsA", "base / dsB", "half / dsA", "half / dsB"]
     assert grids[1][1].count("data:image/png;base64,") == 6  # 3 categories × 2 models
     assert "no run" in grids[3][1]  # efficientad_s never ran c3 in half
@@ -297,7 +301,7 @@ def chromium_or_skip() -> None:
 def built(study):
     chromium_or_skip()
     root, _, _, _ = study
-    return report.build_report(root / "runs", root / "report", baseline="base")
+    return report_build.build_report(root / "runs", root / "report", baseline="base")
 
 
 def test_html_is_self_contained_and_renders(built, study):
@@ -308,11 +312,11 @@ def test_html_is_self_contained_and_renders(built, study):
                     "Published reference numbers (external)", "Qualitative examples", "Failed runs",
                     "Mixed configurations", ERROR):
         assert heading in html, heading
-    rendered = export.check_rendered(built["html"])
+    rendered = chromium.check_rendered(built["html"])
     # metrics, speed and delta figures + 19 + 19 qualitative cells (5 × 2 models per experiment, minus one)
     assert rendered["images"] == 3 + 19 and rendered["broken"] == 0
     assert rendered["tables"] >= 8 * 2 + 6 and rendered["height"] > 3000
-    shot = export.screenshot(built["html"], built["html"].with_name("screenshot.png"))
+    shot = chromium.screenshot(built["html"], built["html"].with_name("screenshot.png"))
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (1800, 1400)
     assert (pixels < 200).mean() > 0.01 and pixels.std() > 10  # text and tables, not a blank page
@@ -330,7 +334,7 @@ def test_pdf_has_the_report(built):
 
 def test_reference_file_is_strict(tmp_path):
     from vadbench.errors import ConfigError
-    from vadbench.references import load_reference_file
+    from vadbench.report.references import load_reference_file
 
     good = {"citation": "x", "model_kind": "draem", "dataset_kind": "mvtec_ad", "mean": {"image_auroc": 0.9}}
     for change, message in (({"mean": {"image_auroc": 98.0}}, "not a fraction"),
@@ -344,7 +348,7 @@ def test_reference_file_is_strict(tmp_path):
 
 def test_demo_params_name_the_published_references():
     from vadbench.config import load_experiment
-    from vadbench.references import references_frame
+    from vadbench.report.references import references_frame
 
     root = Path(__file__).resolve().parents[1]
     experiment = load_experiment(root / "params/experiments/demo.yaml")
@@ -359,7 +363,7 @@ def test_no_pdf_without_chromium(tmp_path, monkeypatch, caplog):
     (tmp_path / "summary.pdf").write_bytes(b"stale")
     html = tmp_path / "summary.html"
     html.write_text("<html><body>x</body></html>")
-    assert report._write_pdf(html, tmp_path / "summary.pdf") == {}
+    assert report_build._write_pdf(html, tmp_path / "summary.pdf") == {}
     assert not (tmp_path / "summary.pdf").exists() and "Chromium not found" in caplog.text
 
 
@@ -375,7 +379,7 @@ def test_foreign_records_through_every_table_and_figure(tmp_path):
     assert tables["category_speed"]["test_images"].isna().all()  # never 0
     assert tables["experiment_deltas"].empty and tables["references"].empty
     assert not tables["config_check"]["mixed"].any()
-    grids = dict(report.qualitative_grids(frame))
+    grids = dict(report_figures.qualitative_grids(frame))
     assert "no figure (anomaly_maps.png missing)" in grids["e / d"]
-    report.delta_figure(frame).canvas.draw()
+    report_figures.delta_figure(frame).canvas.draw()
     assert "2 run records" in report.runs_overview(frame)

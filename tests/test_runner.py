@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from stand_in import make_project
-from vadbench import records, runner
+from vadbench import records
 from vadbench.errors import DatasetError
+from vadbench.launch import execute, runner
 
 STAND_IN = '''
 import json, pathlib
@@ -120,18 +121,18 @@ def test_cli_bad_input_is_one_clear_line(project, edit, needle):
     assert done.returncode == 2
     assert needle in done.stderr
     assert "Traceback" not in done.stderr
-    assert [l for l in done.stderr.splitlines() if l.startswith("vadbench: error:")] != []
+    assert [line for line in done.stderr.splitlines() if line.startswith("vadbench: error:")] != []
     assert executions(project) == []
 
 
 def test_kernel_env_is_set_for_patchcore_only_and_restored(monkeypatch):
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    with runner.kernel_env("patchcore"):
+    with execute.kernel_env("patchcore"):
         assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "1048576"
     assert "MALLOC_MMAP_THRESHOLD_" not in os.environ
-    with runner.kernel_env("efficientad"):
+    with execute.kernel_env("efficientad"):
         assert "MALLOC_MMAP_THRESHOLD_" not in os.environ
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4096")
-    with runner.kernel_env("patchcore"):
+    with execute.kernel_env("patchcore"):
         assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "1048576"
     assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "4096"

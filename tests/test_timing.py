@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from vadbench import timing
-from vadbench.timing import (
+from vadbench.run import timing
+from vadbench.run.timing import (
     LatencyResult,
     Stopwatch,
     measure_latency,

@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from vadbench import environment, evaluate, records, runner, timing
-from vadbench.config import SpeedSpec, load_experiment, expand_runs
+from vadbench import records
+from vadbench.config import SpeedSpec, expand_runs, load_experiment
+from vadbench.launch import execute
+from vadbench.run import environment, evaluate, timing
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -137,9 +139,6 @@ def test_speed_section_runs_on_cuda_or_when_asked(tmp_path):
     auto = type(auto)(**{**auto.__dict__, "speed": SpeedSpec()})
     assert evaluate.speed_section(auto, MapNet().eval(), (3, 8, 8), CPU)[1] == []  # auto: CPU runs skip the rows
     assert "speed" not in auto.config()  # defaults stay out of the config, so older config hashes hold
-    frame = records.speed_frame([{"experiment": "e", "model": "m", "dataset": "d", "category": "a", "seed": 0,
-                                  "environment": {"device_name": "GPU"}, "speed": rows}])
-    assert len(frame) == 3 and set(frame["protocol"]) == {"on-device", "host-to-host"}
     assert "speed" not in records.flatten({"speed": rows, "status": "ok"})
 
 
@@ -154,10 +153,22 @@ def test_training_oom_names_the_batch_size_in_the_failed_record(tmp_path):
     (tmp_path / "e.yaml").write_text("name: e\ndatasets: [{name: d, kind: demo, root: r, categories: [a]}]\n"
                                      "models: [{name: m, kind: draem, train: {max_steps: 1, batch_size: 8}}]\n")
     run = expand_runs(load_experiment(tmp_path / "e.yaml"))[0]
-    runner.write_failed_record(run, tmp_path / "run", "OutOfMemoryAtBatch: CUDA out of memory in training at batch "
-                               "size 8: lower the batch size (...)", "2026-01-01T00:00:00+00:00")
-    record = records.read_record(tmp_path / "run")
-    assert (record["status"], record["oom_stage"], record["oom_batch_size"]) == ("failed", "training", 8)
+
+    def fit_out_of_memory(run, started, stage):
+        stage("training")
+        with evaluate.out_of_memory_names("training", 8):
+            raise oom("CUDA out of memory. Tried to allocate 1 GiB")
+
+    with mock.patch.object(evaluate, "_train_and_evaluate", fit_out_of_memory), \
+            pytest.raises(evaluate.OutOfMemoryAtBatch):
+        evaluate.train_and_evaluate(run, tmp_path / "run")
+    record = records.read_record(tmp_path / "run")  # written by the run itself: the stage is data, not parsed
+    assert (record["status"], record["failed_stage"], record["oom_stage"], record["oom_batch_size"]) == \
+        ("failed", "training", "training", 8)
+    assert record["config_hash"] == run.config_hash and record["error"].startswith("OutOfMemoryAtBatch: ")
+    runner_started = "2000-01-01T00:00:00+00:00"  # the runner's own note of the failure keeps the run's record
+    execute.write_failed_record(run, tmp_path / "run", "OutOfMemoryAtBatch: ...", runner_started)
+    assert records.read_record(tmp_path / "run")["failed_stage"] == "training"
 
 
 def test_gpu_environment_fields_mocked():
@@ -171,11 +182,3 @@ def test_gpu_environment_fields_mocked():
     assert "cuda_version" in info
     with mock.patch.object(environment.subprocess, "run", side_effect=FileNotFoundError("nvidia-smi")):
         assert environment.cuda_driver_version() == "unknown"
-
-
-def test_peak_memory_reset_is_cuda_only():
-    with mock.patch.object(torch.cuda, "reset_peak_memory_stats") as reset:
-        timing.gpu_memory_reset(CPU)
-        reset.assert_not_called()
-        timing.gpu_memory_reset(CUDA)
-        reset.assert_called_once_with(CUDA)

@@ -32,11 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="build tables, figures and the HTML report from run records")
     report.add_argument("--runs", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
     report.add_argument("--out", type=Path, default=Path("outputs/report"), help="report folder (default outputs/report)")
+    report.add_argument("--markdown", type=Path, default=None, metavar="FILE",
+                        help="instead of the report, write the results tables as Markdown to FILE (for docs)")
 
     _kaggle_parser(sub)
     data = sub.add_parser("data", help="check a dataset root, or say where to get a dataset")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    from vadbench.datasets import DATASET_KINDS
+    from vadbench.data.registry import DATASET_KINDS
 
     check = data_sub.add_parser("check", help="validate a dataset root before any training (layout, masks, counts)")
     check.add_argument("dataset", choices=DATASET_KINDS, help="dataset kind")
@@ -75,7 +77,7 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _kaggle(args: argparse.Namespace) -> int:
-    from vadbench import kaggle_runs
+    from vadbench.launch import kaggle as kaggle_runs
 
     if args.kaggle_command == "push":
         shards = kaggle_runs.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
@@ -111,7 +113,7 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _distill_teacher(args: argparse.Namespace) -> int:
-    from vadbench.distill import DistillSettings, distil_teacher
+    from vadbench.models.distill import DistillSettings, distil_teacher
 
     settings = DistillSettings(
         backbone=args.backbone, images=str(args.images), model_size=args.size, out_channels=args.out_channels,
@@ -124,14 +126,14 @@ def _distill_teacher(args: argparse.Namespace) -> int:
 
 
 def _fetch_backbone(args: argparse.Namespace) -> int:
-    from vadbench.backbones import fetch
+    from vadbench.models.backbones import fetch
 
     log.info("stored %s", fetch(args.arch))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vadbench.runner import run_experiment
+    from vadbench.launch.runner import run_experiment
 
     result = run_experiment(args.params, args.output, force=args.force, dry_run=args.dry_run,
                             workers=args.workers, launcher=args.launcher, slurm_params=args.slurm_params)
@@ -139,7 +141,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from vadbench.report import build_report
+    if args.markdown is not None:
+        from vadbench.report.markdown import write_results_markdown
+
+        log.info("results: %s", write_results_markdown(args.runs, args.markdown))
+        return 0
+    from vadbench.report.build import build_report
 
     paths = build_report(args.runs, args.out)
     for name, path in paths.items():
@@ -148,7 +155,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from vadbench import demo_data
+    from vadbench.data import demo as demo_data
 
     dataset = demo_data.build_demo_dataset(args.root / "demo")
     penalty = demo_data.build_penalty_images(args.root / "demo_penalty")
@@ -160,7 +167,8 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from vadbench import datasets, layouts
+    from vadbench.data import checks as layouts
+    from vadbench.data import registry as datasets
 
     if args.data_command == "where":
         sys.stdout.write(datasets.where_text(args.dataset) + "\n")

@@ -10,17 +10,13 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-import yaml
-
-from vadbench import datasets
+from vadbench.data import registry
 from vadbench.errors import ConfigError
-
+from vadbench.strict import build, load_yaml
 
 
 @dataclass(frozen=True)
@@ -107,9 +103,9 @@ class PadimParams:
     n_features: int = 100
 
 
+ModelParams = DraemParams | EfficientAdParams | PatchcoreParams | PadimParams
 MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams,
                                  "patchcore": PatchcoreParams, "padim": PadimParams}
-DATASET_KINDS = datasets.DATASET_KINDS  # demo, mvtec_ad, visa, wfdd, folder (see vadbench.datasets)
 
 
 @dataclass(frozen=True)
@@ -120,11 +116,18 @@ class ModelSpec:
     kind: Literal["draem", "efficientad", "patchcore", "padim"]
     image_size: int = 256
     train: TrainSpec = field(default_factory=TrainSpec)
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # as written in the file (recorded as such)
+    settings: ModelParams = field(init=False, repr=False, compare=False)  # params typed by kind, at load
 
-    def typed_params(self) -> DraemParams | EfficientAdParams | PatchcoreParams | PadimParams:
-        """The params as the model kind's dataclass (validated at load time)."""
-        return _build(MODEL_PARAMS[self.kind], self.params, f"models[{self.name}].params")
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_PARAMS:
+            raise ConfigError(f"models[{self.name}].kind: {self.kind!r} is not one of {list(MODEL_PARAMS)}")
+        object.__setattr__(self, "settings", build(MODEL_PARAMS[self.kind], self.params, f"models[{self.name}].params"))
+
+    def as_config(self) -> dict[str, Any]:
+        """The model as written (name, kind, image size, train budget, params), for the run config."""
+        return {"name": self.name, "kind": self.kind, "image_size": self.image_size,
+                "train": dataclasses.asdict(self.train), "params": dict(self.params)}
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,8 @@ class RunSpec:
         """The resolved config of this run, as stored in its record (`speed` only when not the default)."""
         config = {
             "experiment": self.experiment,
-            "model": dataclasses.asdict(self.model),
-            "model_params": dataclasses.asdict(self.model.typed_params()),
+            "model": self.model.as_config(),
+            "model_params": dataclasses.asdict(self.model.settings),
             "dataset": {"name": self.dataset.name, "kind": self.dataset.kind, "root": self.dataset.root,
                         "train_ratio": self.dataset.train_ratio},
             "category": self.category,
@@ -238,21 +241,8 @@ class RunSpec:
 
 def load_experiment(path: Path | str) -> Experiment:
     """Read and strictly validate an experiment file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such params file (see params/experiments/ for examples)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, models, datasets, ...)")
-    try:
-        experiment = _build(Experiment, data, "")
-        _check_semantics(experiment)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    resolved = [dataclasses.replace(d, root=datasets.resolve_root(d.kind, d.root)) for d in experiment.datasets]
+    experiment = load_yaml(path, Experiment, "params file (see params/experiments/ for examples)", _check_semantics)
+    resolved = [dataclasses.replace(d, root=registry.resolve_root(d.kind, d.root)) for d in experiment.datasets]
     return dataclasses.replace(experiment, datasets=resolved, source=str(path))
 
 
@@ -265,10 +255,9 @@ def _check_semantics(exp: Experiment) -> None:
         if dupes:
             raise ConfigError(f"'{what}' has duplicate names {dupes}: give each a unique name")
     for model in exp.models:
-        model.typed_params()
         if model.kind == "efficientad" and model.train.batch_size != 1:
             raise ConfigError(f"models[{model.name}].train.batch_size: EfficientAD trains with batch size 1; set it to 1")
-        params = model.typed_params()
+        params = model.settings
         if isinstance(params, EfficientAdParams) and params.distill is not None and params.teacher != "distilled":
             raise ConfigError(f"models[{model.name}].params.distill is set but teacher is {params.teacher!r}: "
                               "set teacher to 'distilled' or remove distill")
@@ -277,7 +266,7 @@ def _check_semantics(exp: Experiment) -> None:
     for ds in exp.datasets:
         if not ds.categories:
             raise ConfigError(f"datasets[{ds.name}].categories is empty: list at least one category")
-        known = datasets.info(ds.kind).categories
+        known = registry.info(ds.kind).categories
         unknown = [c for c in ds.categories if known and c not in known]
         if unknown:
             raise ConfigError(f"datasets[{ds.name}].categories: unknown {ds.kind} category {unknown[0]!r}; "
@@ -311,78 +300,3 @@ def find_run(exp: Experiment, model: str, dataset: str, category: str, seed: int
         f"{exp.source}: no run model={model!r} dataset={dataset!r} category={category!r} seed={seed}; "
         f"models: {models}, datasets/categories: {datasets}, seeds: {exp.seeds}"
     )
-
-
-# ---- strict construction of dataclasses from plain data -------------------------------------
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Construct dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key {_join(where, unknown[0])!r}; allowed here: {sorted(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        key = _join(where, name)
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"missing required key {key!r}")
-            continue
-        kwargs[name] = _coerce(data[name], hints[name], key)
-    obj = cls(**kwargs)
-    if cls is ModelSpec:
-        _build(MODEL_PARAMS[obj.kind], obj.params, f"{where}.params")
-    return obj
-
-
-def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a type hint; ints are accepted for floats, lists for tuples."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
-        return value
-    if origin in (Union, types.UnionType):
-        if value is not None and len(args) == 2 and type(None) in args:  # Optional[X]: X's own error
-            return _coerce(value, next(a for a in args if a is not type(None)), key)
-        for arg in args:
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: {value!r} is not of type {hint}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return dict(value)
-    return _scalar(value, hint, key)
-
-
-def _scalar(value: Any, hint: Any, key: str) -> Any:
-    """Check a scalar: bool is never taken for int, int is taken for float."""
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, bool):
-        raise ConfigError(f"{key}: expected int, got bool {value!r}")
-    if not isinstance(value, hint):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value

@@ -22,4 +22,8 @@ class ReportError(VadbenchError, FileNotFoundError):
     """A report cannot be built (e.g. no records); the message says why."""
 
 
+class KaggleSetupError(VadbenchError):
+    """Kaggle params, credentials or mounts are missing or wrong; the message says how to fix it."""
+
+
 USER_ERRORS = (VadbenchError,)

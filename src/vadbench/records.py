@@ -1,30 +1,65 @@
-"""Run records: schema constants, atomic write, read, and tidy tables.
+"""The run record, the contract between a run and the report: schema names, building, atomic write, read, tidy rows.
 
 The field list lives in docs/records.md. This module must not import torch or anomalib: the
 report reads records on machines that have neither.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from vadbench.config import RunSpec
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
 SCORES_FILE = "scores.csv"
+FIGURE_FILE = "anomaly_maps.png"  # the run's anomaly-map figure, shown by the report's qualitative grids
 SECTIONS = ("metrics", "timing", "split", "training", "environment")
 IDENTITY = ("experiment", "model", "dataset", "category", "seed")
+GROUP = ("experiment", "dataset", "model")  # the rows of the report's comparison: means over categories
+CELL = (*GROUP, "category")  # one cell of the grid, over seeds
+#: The metric numbers of a record's `metrics` section, in the order a reader scans them (each F1 beside its
+#: all-anomalous baseline); the section also holds THRESHOLD_FIELDS.
 METRICS = (
-    "image_auroc", "pixel_auroc", "pixel_aupro", "image_f1", "pixel_f1",
-    "image_f1_max", "pixel_f1_max", "image_f1_baseline",
+    "image_auroc", "image_f1", "image_f1_baseline", "image_f1_max",
+    "pixel_auroc", "pixel_f1", "pixel_f1_max", "pixel_aupro",
 )
+THRESHOLD_FIELDS = ("image_threshold", "pixel_threshold", "threshold_method")
+
+
+def now() -> str:
+    """UTC timestamp of records (seconds)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def identity(run: RunSpec) -> dict[str, Any]:
+    """The identity fields of a run's record, and its config and config hash."""
+    return {"experiment": run.experiment, "model": run.model.name, "dataset": run.dataset.name,
+            "dataset_kind": run.dataset.kind, "category": run.category, "seed": run.seed,
+            "image_size": run.model.image_size, "params_file": run.params_file,
+            "config_hash": run.config_hash, "config": run.config()}
+
+
+def failed_record(run: RunSpec, error: str, started: str, stage: str | None = None,
+                  oom_batch_size: int | None = None) -> dict[str, Any]:
+    """A `failed` record: identity, the error, and where it failed (stage; the batch size of an out-of-memory)."""
+    record: dict[str, Any] = {"status": "failed", "error": error, **identity(run)}
+    if stage is not None:
+        record["failed_stage"] = stage
+    if oom_batch_size is not None:
+        record["oom_stage"], record["oom_batch_size"] = stage, oom_batch_size
+    return {**record, "started_at": started, "finished_at": now()}
 
 
 def run_dir(root: Path | str, experiment: str, model: str, dataset: str, category: str, seed: int) -> Path:
@@ -126,12 +161,3 @@ def is_finished(directory: Path | str, config_hash: str) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return record.get("status") == "ok" and record.get("config_hash") == config_hash
-
-
-def speed_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Tidy speed table: one row per run × `speed` row (protocol, precision, batch), with the run's identity."""
-    rows = []
-    for record in records:
-        for speed in record.get("speed") or []:
-            rows.append({**{k: record.get(k) for k in IDENTITY}, "device_name": (record.get("environment") or {}).get("device_name"), **speed})
-    return pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """Launch pending runs somewhere: N local worker processes, or submitit jobs (Slurm or its local executor).
 
-Every launcher calls the same `runner.execute_run` (one papermill execution per run), so records land
+Every launcher calls the same `execute.execute_run` (one papermill execution per run), so records land
 in the same place with the same content whichever launcher ran them. Worker processes are pinned:
 
 * on CUDA, one GPU per worker (`CUDA_VISIBLE_DEVICES`), `--workers` defaulting to the visible GPUs;
@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from vadbench.config import RunSpec
 from vadbench.errors import ConfigError
+from vadbench.launch.execute import execute_run
+from vadbench.strict import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +47,7 @@ def load_slurm_spec(path: Path | str | None) -> SlurmSpec:
     """Read a Slurm params file strictly (unknown keys and wrong types name the key and the file)."""
     if path is None:
         return SlurmSpec()
-    import yaml
-
-    from vadbench.config import _build
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such launcher params file (see params/launchers/slurm.yaml)")
-    try:
-        return _build(SlurmSpec, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, "")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_yaml(path, SlurmSpec, "launcher params file (see params/launchers/slurm.yaml)")
 
 
 def visible_gpus() -> list[str]:
@@ -99,8 +92,6 @@ def _init_worker(slots: "mp.Queue[dict[str, str]]") -> None:
 
 
 def _execute(run: RunSpec, params_file: str, output_root: str, directory: str) -> bool:
-    from vadbench.runner import execute_run
-
     return execute_run(run, params_file, Path(output_root), Path(directory))
 
 

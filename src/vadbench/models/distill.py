@@ -11,7 +11,6 @@ so patches keep the scale EfficientAD sees. The result is a plain state dict tha
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,15 +27,15 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import v2
 
-from vadbench import backbones
 from vadbench.config import DistillParams
+from vadbench.data.images import images_below
 from vadbench.errors import InputMissingError
+from vadbench.models import backbones
 
 log = logging.getLogger(__name__)
 
 FORMAT = "vadbench-distilled-teacher"
 VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 _PARAMS = DistillParams()  # the params' defaults are the command's defaults
@@ -75,52 +74,14 @@ def read_sidecar(teacher: Path | str) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and info.get("format") == FORMAT else None
 
 
-def image_files(folder: Path | str) -> list[Path]:
+def training_images(folder: Path | str) -> list[Path]:
     """Image files below a folder, sorted; raises InputMissingError when there are none."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    files = images_below(Path(folder))
     if not files:
         raise InputMissingError(f"distillation images: {folder} is missing or holds no image; point --images "
                                 "(or distill.images) at any folder of natural photos, e.g. Imagenette, or run "
                                 "`vadbench demo-data` for the offline stand-in outputs/data/demo_penalty")
     return files
-
-
-def cache_key(settings: DistillSettings) -> str:
-    """Short hash of the settings, the code version and the image files (relative paths and sizes)."""
-    folder = Path(settings.images)
-    listing = [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in image_files(folder)]
-    text = json.dumps({"version": VERSION, "settings": asdict(settings), "images": listing}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    """Where distilled teachers are cached: $VADBENCH_CACHE/teachers (default outputs/cache/teachers)."""
-    return Path(os.environ.get("VADBENCH_CACHE", "outputs/cache")) / "teachers"
-
-
-def cached_teacher_path(settings: DistillSettings) -> Path:
-    """The cache file a teacher with these settings is (or will be) stored in."""
-    return cache_dir() / f"{settings.backbone.partition(':')[0]}-{settings.model_size}-{cache_key(settings)}.pth"
-
-
-def ensure_teacher(settings: DistillSettings) -> Path:
-    """The cached teacher for these settings, distilled first when it is missing."""
-    path = cached_teacher_path(settings)
-    if path.is_file() and read_sidecar(path) is not None:
-        log.info("distilled teacher up to date: %s", path)
-        return path
-    distil_teacher(settings, path)
-    return path
-
-
-def build_command(settings: DistillSettings, out: Path) -> str:
-    """The `vadbench distill-teacher` command line that builds a teacher with these settings."""
-    layers = f" --layers {','.join(settings.layers)}" if settings.layers else ""
-    return (f"vadbench distill-teacher --backbone {settings.backbone} --images {settings.images} "
-            f"--size {settings.model_size} --steps {settings.steps} --batch-size {settings.batch_size} "
-            f"--crop {settings.crop} --image-size {settings.image_size} --lr {settings.lr} "
-            f"--seed {settings.seed}{layers} --out {out}")
 
 
 # ----------------------------------------------------------------------------- networks
@@ -239,7 +200,7 @@ class Setup:
 def setup(settings: DistillSettings) -> Setup:
     """Everything but the PDN, reproducibly from settings.seed (the target statistics included)."""
     torch.manual_seed(settings.seed)
-    files = image_files(settings.images)
+    files = training_images(settings.images)
     layers = settings.layers or backbones.default_layers(settings.backbone)
     target = FeatureTarget(backbones.load_backbone(settings.backbone), layers, settings.out_channels)
     grid = output_grid(make_pdn(settings.model_size, settings.out_channels), settings.crop)

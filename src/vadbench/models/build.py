@@ -1,4 +1,4 @@
-"""Build anomalib models (DRÆM, EfficientAD) from params, resolving their outside inputs.
+"""Build anomalib models (DRÆM, EfficientAD, PatchCore, PaDiM) from params, resolving their outside inputs.
 
 DRÆM needs an anomaly source (DTD textures, or Perlin noise only); EfficientAD needs a teacher
 and ImageNet-like penalty images. anomalib downloads these when they are missing; we never let it:
@@ -17,15 +17,13 @@ import torch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from anomalib.models import Draem, EfficientAd, Padim, Patchcore
 from anomalib.models.components import AnomalibModule
-from anomalib.utils.path import get_pretrained_weights_dir
 
-from vadbench import backbones, distill
-from vadbench.config import DistillParams, DraemParams, EfficientAdParams, ModelSpec, PadimParams, PatchcoreParams
-from vadbench.errors import InputMissingError
+from vadbench.config import DraemParams, EfficientAdParams, ModelSpec, PadimParams, PatchcoreParams
+from vadbench.data.images import images_below
+from vadbench.errors import ConfigError, InputMissingError
+from vadbench.models import backbones, teacher
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
 
 
 @dataclass(frozen=True)
@@ -53,22 +51,19 @@ class _TeacherEfficientAd(EfficientAd):
         self.model.teacher.load_state_dict(state)
 
 
-def count_images(folder: Path) -> int:
-    """Number of image files below a folder."""
-    return sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def build_model(spec: ModelSpec, seed: int) -> BuiltModel:
     """Construct the anomalib model a ModelSpec describes (weights initialised under `seed`)."""
     torch.manual_seed(seed)
-    params = spec.typed_params()
+    params = spec.settings
     size = (spec.image_size, spec.image_size)
     common = {"evaluator": False, "visualizer": False, "post_processor": False}
     if isinstance(params, DraemParams):
         return _build_draem(params, size, common)
     if isinstance(params, (PatchcoreParams, PadimParams)):
         return _build_memory_bank(params, size, common)
-    return _build_efficientad(params, size, common, seed)
+    if isinstance(params, EfficientAdParams):
+        return _build_efficientad(params, size, common, seed)
+    raise ConfigError(f"models[{spec.name}]: no builder for kind {spec.kind!r}")
 
 
 def _build_memory_bank(params: PatchcoreParams | PadimParams, size: tuple[int, int], common: dict) -> BuiltModel:
@@ -107,53 +102,37 @@ def _build_efficientad(params: EfficientAdParams, size: tuple[int, int], common:
     """EfficientAD with a resolved teacher and an existing penalty image folder."""
     imagenet = Path(params.imagenet_dir)
     n_penalty = _require_images(imagenet, "EfficientAD penalty images", _IMAGENET_FIX)
-    teacher_path, teacher = resolve_teacher(params, seed)
+    teacher_path, teacher_label = teacher.resolve(params, seed)
     module = _TeacherEfficientAd(
         teacher_path, imagenet_dir=imagenet, teacher_out_channels=params.teacher_out_channels,
         model_size=params.model_size, lr=params.lr, weight_decay=params.weight_decay, padding=params.padding,
         pad_maps=params.pad_maps, pre_processor=EfficientAd.configure_pre_processor(image_size=size), **common,
     )
-    return BuiltModel(module, "EfficientAd", {"teacher": teacher, "penalty_images": f"{imagenet} ({n_penalty} images)"})
+    return BuiltModel(module, "EfficientAd", {"teacher": teacher_label, "penalty_images": f"{imagenet} ({n_penalty} images)"})
 
 
 def check_inputs(spec: ModelSpec) -> None:
     """Raise InputMissingError before any training when a model's outside inputs are missing."""
-    params = spec.typed_params()
+    params = spec.settings
     if isinstance(params, DraemParams):
         if params.anomaly_source != "perlin":
             _require_images(Path(params.anomaly_source), "DRÆM anomaly source", _DTD_FIX)
-        return
-    if isinstance(params, (PatchcoreParams, PadimParams)):
+    elif isinstance(params, (PatchcoreParams, PadimParams)):
         backbones.parse(params.backbone)
-        return
-    _require_images(Path(params.imagenet_dir), "EfficientAD penalty images", _IMAGENET_FIX)
-    if params.teacher == "distilled":
-        settings = distill_settings(params)
-        backbones.parse(settings.backbone)
-        distill.image_files(settings.images)
-        return
-    resolve_teacher(params, seed=0)
+    elif isinstance(params, EfficientAdParams):
+        _require_images(Path(params.imagenet_dir), "EfficientAD penalty images", _IMAGENET_FIX)
+        teacher.check(params)
 
 
 def prepare_inputs(spec: ModelSpec) -> None:
     """Build what a model's params say to build before training: a missing distilled teacher (cached)."""
-    params = spec.typed_params()
-    if isinstance(params, EfficientAdParams) and params.teacher == "distilled":
-        distill.ensure_teacher(distill_settings(params))
-
-
-def distill_settings(params: EfficientAdParams) -> distill.DistillSettings:
-    """The distillation settings of an EfficientAD model with `teacher: distilled`."""
-    d = params.distill or DistillParams()
-    return distill.DistillSettings(
-        backbone=d.backbone, images=d.images, model_size=params.model_size, out_channels=params.teacher_out_channels,
-        steps=d.steps, batch_size=d.batch_size, crop=d.crop, image_size=d.image_size, lr=d.lr, layers=list(d.layers),
-        seed=d.seed)
+    if isinstance(spec.settings, EfficientAdParams):
+        teacher.prepare(spec.settings)
 
 
 def _require_images(folder: Path, what: str, fix: str) -> int:
     """Count images below folder, raising InputMissingError when there are none."""
-    n = count_images(folder) if folder.is_dir() else 0
+    n = len(images_below(folder))
     if n == 0:
         raise InputMissingError(f"{what}: {folder} is missing or holds no image. {fix}")
     return n
@@ -162,37 +141,3 @@ def _require_images(folder: Path, what: str, fix: str) -> int:
 _DTD_FIX = "Unpack DTD there (dtd/images/...), or set models[].params.anomaly_source to 'perlin'."
 _IMAGENET_FIX = ("Unpack Imagenette there as an ImageFolder root (imagenette2/train), or point "
                  "models[].params.imagenet_dir at any folder of class subfolders holding natural photos.")
-
-
-def resolve_teacher(params: EfficientAdParams, seed: int) -> tuple[Path | None, str]:
-    """The teacher file to load (None for random) and how the record names it."""
-    if params.teacher == "random":
-        return None, f"random (seed {seed}) - not the paper's pretrained teacher"
-    if params.teacher == "distilled":
-        settings = distill_settings(params)
-        path = distill.cached_teacher_path(settings)
-        if not path.is_file() or distill.read_sidecar(path) is None:
-            raise InputMissingError(
-                f"distilled EfficientAD teacher {path} not built yet: `vadbench run <this params file>` builds it "
-                f"before training, or build it by hand: {distill.build_command(settings, path)}")
-        return path, _teacher_label(path)
-    if params.teacher == "anomalib":
-        path = get_pretrained_weights_dir() / "efficientad_pretrained_weights" / f"pretrained_teacher_{params.model_size}.pth"
-    else:
-        path = Path(params.teacher)
-    if not path.is_file():
-        raise InputMissingError(
-            f"EfficientAD teacher weights {path} not found. Download anomalib's efficientad_pretrained_weights.zip "
-            f"on a machine with internet and unpack it so this file exists, or set models[].params.teacher to a "
-            "pretrained_teacher_*.pth path, or to 'random' (demo only: not the paper's model)."
-        )
-    return path, _teacher_label(path)
-
-
-def _teacher_label(path: Path) -> str:
-    """`distilled:<backbone> (<path>, ...)` for a teacher with a distillation sidecar, else `pretrained:<path>`."""
-    info = distill.read_sidecar(path)
-    if info is None:
-        return f"pretrained:{path}"
-    return (f"distilled:{info['backbone']} ({path}; {info['steps']} steps on {info['n_images']} images "
-            f"from {info['images']}; final loss {info['final_loss']:.4f})")

@@ -96,7 +96,7 @@ def find_chromium() -> str | None:
     return None
 
 
-def _chromium(args: list[str], timeout_s: int) -> subprocess.CompletedProcess:
+def run_chromium(args: list[str], timeout_s: int) -> subprocess.CompletedProcess:
     """Run headless Chromium with a throw-away profile and no network use of its own."""
     binary = find_chromium()
     if binary is None:
@@ -115,29 +115,11 @@ def print_pdf(html: Path | str, pdf: Path | str, timeout_s: int = 180) -> Path:
     """Print the HTML to PDF with headless Chromium (A4 landscape, no header/footer)."""
     html, pdf = Path(html).resolve(), Path(pdf).resolve()
     pdf.unlink(missing_ok=True)
-    _chromium(["--no-pdf-header-footer", "--virtual-time-budget=10000", f"--print-to-pdf={pdf}", html.as_uri()],
+    run_chromium(["--no-pdf-header-footer", "--virtual-time-budget=10000", f"--print-to-pdf={pdf}", html.as_uri()],
               timeout_s)
     if not pdf.is_file() or pdf.stat().st_size == 0:
         raise ReportError(f"Chromium wrote no PDF at {pdf}")
     return pdf
-
-
-def screenshot(html: Path | str, png: Path | str, width: int = 1400, height: int = 1800,
-               timeout_s: int = 120) -> Path:
-    """A PNG of the top ``width`` × ``height`` pixels of the page as Chromium renders it."""
-    html, png = Path(html).resolve(), Path(png).resolve()
-    png.unlink(missing_ok=True)
-    _chromium([f"--window-size={width},{height}", "--virtual-time-budget=10000", f"--screenshot={png}",
-               html.as_uri()], timeout_s)
-    if not png.is_file():
-        raise ReportError(f"Chromium wrote no screenshot at {png}")
-    return png
-
-
-def rendered_dom(html: Path | str, timeout_s: int = 120) -> str:
-    """The page's DOM after Chromium loaded it and ran its scripts (``--dump-dom``)."""
-    done = _chromium(["--virtual-time-budget=10000", "--dump-dom", Path(html).resolve().as_uri()], timeout_s)
-    return done.stdout
 
 
 def pdf_pages(pdf: Path | str) -> int:
@@ -145,29 +127,3 @@ def pdf_pages(pdf: Path | str) -> int:
     from pypdf import PdfReader
 
     return len(PdfReader(str(pdf)).pages)
-
-
-_PROBE = """<script>
-window.addEventListener("load", () => {
-  const images = Array.from(document.images);
-  const broken = images.filter((i) => !i.complete || i.naturalWidth === 0);
-  document.body.setAttribute("data-vadbench-images", images.length);
-  document.body.setAttribute("data-vadbench-broken", broken.length);
-  document.body.setAttribute("data-vadbench-tables", document.querySelectorAll("table").length);
-  document.body.setAttribute("data-vadbench-height", document.body.scrollHeight);
-});
-</script>"""
-
-
-def check_rendered(html: Path | str, timeout_s: int = 120) -> dict[str, int]:
-    """Load a copy of the page in headless Chromium and count what rendered: ``images``,
-    ``broken`` (images that failed to load or decode), ``tables`` and the page ``height`` (px)."""
-    html = Path(html).resolve()
-    with tempfile.TemporaryDirectory(prefix="vadbench-check-") as tmp:
-        probe = Path(tmp) / html.name
-        probe.write_text(html.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>", 1), encoding="utf-8")
-        dom = rendered_dom(probe, timeout_s)
-    found = dict(re.findall(r'data-vadbench-(\w+)="(\d+)"', dom))
-    if set(found) != {"images", "broken", "tables", "height"}:
-        raise ReportError(f"Chromium did not finish loading {html} (no load event seen)")
-    return {key: int(value) for key, value in found.items()}

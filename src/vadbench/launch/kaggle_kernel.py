@@ -3,7 +3,7 @@
 `prepare` lays out a project directory whose relative paths are those of the params file: the
 experiment file, notebooks/train_evaluate.ipynb, and a symlink per mount into /kaggle/input, so the
 runs' configs (and config hashes) are those of the same runs on your machine. `run_shard` then runs
-the shard's runs with `vadbench.runner.run_experiment`: the same papermill/train_evaluate path.
+the shard's runs with `vadbench.launch.runner.run_experiment`: the same papermill/train_evaluate path.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from vadbench import records
-from vadbench.runner import NOTEBOOK, run_experiment
+from vadbench.launch.execute import NOTEBOOK
+from vadbench.launch.runner import run_experiment
 
 log = logging.getLogger(__name__)
 KAGGLE_INPUT = Path("/kaggle/input")

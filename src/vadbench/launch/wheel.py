@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import tomllib
 import zipfile
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = PACKAGE_DIR.parents[1]
+import tomllib
+
+from vadbench.paths import SOURCE_ROOT
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = SOURCE_ROOT
 _STAMP = (2020, 1, 1, 0, 0, 0)
 
 

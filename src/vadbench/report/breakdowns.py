@@ -1,6 +1,6 @@
 """The report's per-category, speed, seed, experiment-delta and config-check tables.
 
-Each function takes the per-run table of :func:`vadbench.report.per_category_table` (``ok`` runs
+Each function takes the per-run table of :func:`vadbench.report.tables.per_category_table` (``ok`` runs
 only, one row per run, missing fields NaN) or, for the config check, the records frame. Like the
 report, this module never imports torch or anomalib.
 """
@@ -14,13 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-GROUP = ("experiment", "dataset", "model")
-CELL = (*GROUP, "category")
-# the order a reader scans: each F1 next to its all-anomalous baseline
-RESULT_METRICS = (
-    "image_auroc", "image_f1", "image_f1_baseline", "image_f1_max",
-    "pixel_auroc", "pixel_f1", "pixel_f1_max", "pixel_aupro",
-)
+from vadbench.records import CELL, GROUP
+from vadbench.records import METRICS as RESULT_METRICS
+
 RESULT_COLUMNS = (*CELL, "n_seeds", *RESULT_METRICS, *(f"{m}_std" for m in RESULT_METRICS))
 SPEED_COLUMNS = (
     *CELL, "n_runs", "test_images", "test_seconds", "s_per_img", "img_per_s",

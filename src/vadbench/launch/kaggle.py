@@ -4,13 +4,13 @@
 writes one kernel folder per shard (kernel-metadata.json + a notebook generated from
 notebooks/kaggle_shard.ipynb) and a code folder (a wheel of this package and train_evaluate.ipynb)
 that is pushed as a private Kaggle dataset, then pushes the kernels. Each kernel runs
-`vadbench.runner.run_experiment` on its shard, i.e. the same papermill/train_evaluate path as local runs.
+`vadbench.launch.runner.run_experiment` on its shard, i.e. the same papermill/train_evaluate path as local runs.
 `status` lists the kernels' states; `pull` downloads their outputs and merges the records into the runs
 root (idempotent; a record that differs from a local one is reported, never overwritten).
 
 Credentials: only the kaggle package reads them (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY);
 this module reads nothing but the user name, and writes no credential anywhere. All network access
-goes through `KaggleApiBoundary`, which tests replace by a fake.
+goes through `kaggle_api.KaggleApiBoundary`, which tests replace by a fake.
 """
 from __future__ import annotations
 
@@ -22,14 +22,23 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import nbformat
-import yaml
 
 from vadbench import records
-from vadbench.config import DistillParams, Experiment, RunSpec, _build, expand_runs, load_experiment
-from vadbench.errors import ConfigError, VadbenchError
+from vadbench.config import (
+    DistillParams,
+    Experiment,
+    RunSpec,
+    expand_runs,
+    load_experiment,
+)
+from vadbench.errors import ConfigError, KaggleSetupError
+from vadbench.launch.execute import NOTEBOOK
+from vadbench.launch.kaggle_api import KaggleApi, KaggleApiBoundary
+from vadbench.paths import git_commit, notebooks_dir
+from vadbench.strict import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +47,6 @@ TEMPLATE = "kaggle_shard.ipynb"
 MANIFEST = "shards.json"
 CODE_DIR = "code"
 NO_OWNER = "your-kaggle-username"
-
-
-class KaggleSetupError(VadbenchError):
-    """Kaggle params, credentials or mounts are missing or wrong; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -81,29 +86,11 @@ class PullResult:
     not_ready: list[str] = field(default_factory=list)
 
 
-class KaggleApi(Protocol):
-    """The network boundary (the real one wraps kaggle's KaggleApi; tests pass a fake)."""
-
-    def username(self) -> str | None: ...
-    def dataset_exists(self, dataset_id: str) -> bool: ...
-    def create_dataset(self, folder: Path) -> None: ...
-    def version_dataset(self, folder: Path, notes: str) -> None: ...
-    def push_kernel(self, folder: Path, accelerator: str, timeout_s: int) -> str: ...
-    def kernel_status(self, kernel_id: str) -> tuple[str, str]: ...
-    def download_output(self, kernel_id: str, dest: Path) -> list[Path]: ...
-
-
 def load_kaggle_spec(path: Path | str | None) -> KaggleSpec:
     """Read the Kaggle params strictly; no file means the defaults."""
     if path is None:
         return KaggleSpec()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such Kaggle params file (see params/kaggle/kaggle.yaml)")
-    try:
-        return _build(KaggleSpec, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, "")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_yaml(path, KaggleSpec, "Kaggle params file (see params/kaggle/kaggle.yaml)")
 
 
 # ---- shards ----------------------------------------------------------------------------------
@@ -133,7 +120,7 @@ def required_paths(exp: Experiment) -> list[str]:
     """Every input path the experiment reads (dataset roots, anomaly sources, penalty images, teacher files)."""
     paths = [ds.root for ds in exp.datasets]
     for model in exp.models:
-        params = model.typed_params()
+        params = model.settings
         if model.kind == "draem" and params.anomaly_source != "perlin":
             paths.append(params.anomaly_source)
         if model.kind == "efficientad":
@@ -193,8 +180,6 @@ def kernel_metadata(slug: str, owner: str, spec: KaggleSpec, notebook: str) -> d
 
 def shard_notebook(params: dict[str, Any]) -> nbformat.NotebookNode:
     """The template notebook with its parameters cell replaced by these literals (same names and order)."""
-    from vadbench.runner import notebooks_dir
-
     nb = nbformat.read(notebooks_dir() / TEMPLATE, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     lines = []
@@ -214,8 +199,7 @@ def shard_notebook(params: dict[str, Any]) -> nbformat.NotebookNode:
 
 def build_code_folder(folder: Path, owner: str, spec: KaggleSpec) -> Path:
     """The code dataset folder: dataset-metadata.json, the vadbench wheel, train_evaluate.ipynb."""
-    from vadbench.runner import NOTEBOOK, notebooks_dir
-    from vadbench.wheel import build_wheel
+    from vadbench.launch.wheel import build_wheel
 
     if folder.exists():
         shutil.rmtree(folder)
@@ -231,7 +215,6 @@ def build_code_folder(folder: Path, owner: str, spec: KaggleSpec) -> Path:
 def write_shards(params_file: Path | str, out_root: Path, spec: KaggleSpec, shard_by: list[str], owner: str
                  ) -> list[Shard]:
     """Write the code folder and one kernel folder per shard, plus the manifest; return the shards."""
-    from vadbench.environment import git_commit
 
     exp = load_experiment(params_file)
     check_mounts(exp, spec.mounts)
@@ -368,55 +351,3 @@ def _copy_run(src: Path, dst: Path) -> None:
             (dst / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dst / path.relative_to(src))
     records.write_json_atomic(dst / records.RECORD_FILE, json.loads((src / records.RECORD_FILE).read_text()))
-
-
-# ---- the real network boundary ---------------------------------------------------------------
-
-class KaggleApiBoundary:
-    """Thin wrapper over kaggle's KaggleApi (kaggle 2.x). Imported and authenticated on first use only."""
-
-    def __init__(self) -> None:
-        self._api = None
-
-    def _client(self):
-        if self._api is None:
-            try:  # kaggle's package __init__ tries to authenticate on import and swallows failures
-                from kaggle.api.kaggle_api_extended import KaggleApi as _Api
-                api = _Api()
-                api.authenticate()
-            except SystemExit:
-                raise KaggleSetupError("no Kaggle credentials: put kaggle.json in ~/.kaggle/ or set "
-                                       "KAGGLE_USERNAME and KAGGLE_KEY") from None
-            self._api = api
-        return self._api
-
-    def username(self) -> str | None:
-        return self._client().config_values.get("username")
-
-    def dataset_exists(self, dataset_id: str) -> bool:
-        try:
-            self._client().dataset_status(dataset_id)
-            return True
-        except Exception:  # kaggle raises HTTP errors for an unknown dataset
-            return False
-
-    def create_dataset(self, folder: Path) -> None:
-        self._client().dataset_create_new(str(folder), public=False, quiet=True, convert_to_csv=False)
-
-    def version_dataset(self, folder: Path, notes: str) -> None:
-        self._client().dataset_create_version(str(folder), notes, quiet=True, convert_to_csv=False)
-
-    def push_kernel(self, folder: Path, accelerator: str, timeout_s: int) -> str:
-        response = self._client().kernels_push(str(folder), timeout=str(timeout_s), acc=accelerator)
-        if getattr(response, "error", None):
-            raise KaggleSetupError(f"Kaggle refused {folder.name}: {response.error}")
-        return str(getattr(response, "url", ""))
-
-    def kernel_status(self, kernel_id: str) -> tuple[str, str]:
-        response = self._client().kernels_status(kernel_id)
-        state = str(getattr(response, "status", "unknown")).rsplit(".", 1)[-1].lower()
-        return state, str(getattr(response, "failure_message", "") or "")
-
-    def download_output(self, kernel_id: str, dest: Path) -> list[Path]:
-        files, _ = self._client().kernels_output(kernel_id, str(dest), force=False, quiet=True)
-        return [Path(f) for f in files]

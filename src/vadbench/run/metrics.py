@@ -40,13 +40,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vadbench.records import METRICS, THRESHOLD_FIELDS
+
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = (
-    "image_auroc", "pixel_auroc", "pixel_aupro", "image_f1", "pixel_f1",
-    "image_f1_max", "pixel_f1_max", "image_f1_baseline",
-    "image_threshold", "pixel_threshold", "threshold_method",
-)
+METRIC_KEYS = (*METRICS, *THRESHOLD_FIELDS)  # the keys of compute_metrics' result: a record's `metrics`
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,7 @@ def compute_metrics(
         "pixel_threshold": float(thresholds.pixel),
         "threshold_method": thresholds.method,
     }
-    return metrics
+    return {key: metrics[key] for key in METRIC_KEYS}
 
 
 def _as_tensors(

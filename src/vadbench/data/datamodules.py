@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vadbench import layouts
 from vadbench.config import DatasetSpec, RunSpec
-from vadbench.datasets import DATASET_KINDS, info
+from vadbench.data import checks as layouts
+from vadbench.data.images import images_in
+from vadbench.data.registry import DATASET_KINDS, info
 from vadbench.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def plan_split(dataset: DatasetSpec, category: str, val_ratio: float, val_source
         if dataset.kind == "folder" and check.counts[1] == 0:
             n = _split_sizes(n, FOLDER_TEST_RATIO)[0]
     else:
-        n = len(layouts.images_in(Path(dataset.root) / category / "train" / "good"))
+        n = len(images_in(Path(dataset.root) / category / "train" / "good"))
     kept, val = _split_sizes(n, val_ratio) if val_source == "train" else (n, 0)
     train = undersampled_count(kept, dataset.train_ratio)
     if train == 0 and n > 0:  # n == 0 is a layout error, reported by the check
@@ -159,7 +160,7 @@ def _datamodule_class(dataset: DatasetSpec, category: str) -> tuple[type, dict[s
         prepare_visa(root)
         return Visa, {"root": root, "category": category}
     if dataset.kind == "wfdd":
-        from vadbench.wfdd import Wfdd
+        from vadbench.data.wfdd import Wfdd
 
         return Wfdd, {"root": root, "category": category}
     if dataset.kind == "folder":
@@ -169,7 +170,7 @@ def _datamodule_class(dataset: DatasetSpec, category: str) -> tuple[type, dict[s
         return Folder, {
             "name": category, "root": folder, "normal_dir": "good", "abnormal_dir": "defect",
             "mask_dir": "mask" if (folder / "mask").is_dir() else None,
-            "normal_test_dir": "test_good" if layouts.images_in(folder / "test_good") else None,
+            "normal_test_dir": "test_good" if images_in(folder / "test_good") else None,
             "test_split_mode": "from_dir", "test_split_ratio": FOLDER_TEST_RATIO,
         }
     from anomalib.data import MVTecAD

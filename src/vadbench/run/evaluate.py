@@ -1,13 +1,12 @@
 """One run: train with anomalib, score held-out and test images, compute metrics, time the model.
 
-This is what notebooks/train_evaluate.ipynb calls; it returns a RunResult that records.py and
-figures.py turn into files.
+This is what notebooks/train_evaluate.ipynb calls; it returns a RunResult that `save_result` writes
+(record, scores, figure). A failure is recorded where it happens, with its stage as data.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -22,9 +21,12 @@ from anomalib.callbacks.checkpoint import ModelCheckpoint
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
-from vadbench import data, metrics, models, timing
+from vadbench import records
 from vadbench.config import RunSpec
-from vadbench.environment import environment_info, resolve_device
+from vadbench.data import datamodules
+from vadbench.models import build as models
+from vadbench.run import figures, metrics, timing
+from vadbench.run.environment import environment_info, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +54,10 @@ class RunResult:
     def summary(self) -> pd.DataFrame:
         """One-row table of the headline numbers."""
         m, t = self.record["metrics"], self.record["timing"]
-        keys = ["image_auroc", "pixel_auroc", "pixel_aupro", "image_f1", "pixel_f1", "image_f1_baseline"]
-        row = {"run": self.run.label, **{k: m[k] for k in keys},
+        row = {"run": self.run.label, **{k: m[k] for k in records.METRICS if not k.endswith("_max")},
                "pipeline_img_per_s": t["pipeline_img_per_s"], "model_img_per_s": t["model_img_per_s"],
                "fit_seconds": t["fit_seconds"]}
         return pd.DataFrame([row]).set_index("run").round(4)
-
-
-def now() -> str:
-    """UTC timestamp for records."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def make_engine(run: RunSpec, device: torch.device, work_dir: Path) -> Engine:
@@ -109,53 +105,22 @@ def fit_map_normalisation(module: Any, loader: Any, device: torch.device) -> Non
     module.model.quantiles.update(module.map_norm_quantiles(loader))
 
 
-def train_and_evaluate(run: RunSpec) -> RunResult:
-    """Train one model on one category, then evaluate and time it."""
-    started = now()
-    device = resolve_device(run.device)
-    seed_everything(run.seed, workers=True, verbose=False)
-    built = models.build_model(run.model, run.seed)
-    datamodule = data.build_datamodule(run, run.model.train.batch_size)
-    log.info("training %s", run.label)
-    with tempfile.TemporaryDirectory(prefix="vadbench-engine-") as work_dir:
-        engine = make_engine(run, device, Path(work_dir))
-        with timing.Stopwatch(device) as fit_clock, out_of_memory_names("training", run.model.train.batch_size):
-            engine.fit(built.module, datamodule=datamodule)
-    module = built.module.to(device).eval()
-    if built.model_class == "EfficientAd":
-        fit_map_normalisation(module, datamodule.val_dataloader(), device)
-    val = score_loader(module, datamodule.val_dataloader(), device)
-    thresholds = metrics.fit_thresholds(val.scores, val.maps, run.evaluation.image_threshold_quantile,
-                                        run.evaluation.pixel_threshold_quantile)
-    with timing.Stopwatch(device) as test_clock:
-        test = score_loader(module, datamodule.test_dataloader(), device)
-    scores = scores_table(test, thresholds.image)
-    result_metrics = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
-    shape = (3, run.model.image_size, run.model.image_size)
-    model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
-                                    warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
-    size_figures, speed = speed_section(run, module.model, shape, device)
-    record = {
-        "status": "ok", "error": None, **identity(run), "model_class": built.model_class,
-        "config_hash": run.config_hash, "config": run.config(),
-        "metrics": result_metrics,
-        "timing": {"fit_seconds": fit_clock.seconds,
-                   **timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size),
-                   **model_times, **size_figures, **timing.peak_memory(device)},
-        "speed": speed,
-        "split": split_facts(run, datamodule),
-        "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
-                     "steps_run": int(engine.trainer.global_step), "epochs_run": int(engine.trainer.current_epoch),
-                     "train_batch_size": run.model.train.batch_size, **built.facts},
-        "environment": environment_info(device),
-        "started_at": started, "finished_at": now(),
-    }
-    examples = pick_examples(test, datamodule.test_data, thresholds.pixel, run.evaluation.figure_images)
-    return RunResult(run, record, scores, examples)
+class Stage:
+    """The stage a run is in (building, training, scoring, timing), so that a failure records where it happened."""
+
+    def __init__(self) -> None:
+        self.name = "building"
+
+    def __call__(self, name: str) -> None:
+        self.name = name
 
 
 class OutOfMemoryAtBatch(RuntimeError):
-    """CUDA ran out of memory; the message names the stage and the batch size that failed."""
+    """CUDA ran out of memory; carries the stage and the batch size that failed (and names them)."""
+
+    def __init__(self, stage: str, batch_size: int, cause: str) -> None:
+        super().__init__(f"CUDA out of memory in {stage} at batch size {batch_size}: lower the batch size ({cause})")
+        self.stage, self.batch_size = stage, batch_size
 
 
 @contextlib.contextmanager
@@ -166,8 +131,68 @@ def out_of_memory_names(stage: str, batch_size: int):
     except RuntimeError as exc:
         if not timing._is_oom(exc):
             raise
-        raise OutOfMemoryAtBatch(f"CUDA out of memory in {stage} at batch size {batch_size}: "
-                                 f"lower the batch size ({str(exc).splitlines()[0][:200]})") from exc
+        raise OutOfMemoryAtBatch(stage, batch_size, str(exc).splitlines()[0][:200]) from exc
+
+
+def train_and_evaluate(run: RunSpec, run_dir: Path | str | None = None) -> RunResult:
+    """Train one model on one category, then evaluate and time it.
+
+    With run_dir, a failure first writes the run's `failed` record there (with the stage it failed in),
+    then re-raises.
+    """
+    started, stage = records.now(), Stage()
+    try:
+        return _train_and_evaluate(run, started, stage)
+    except Exception as exc:
+        if run_dir is not None:
+            error = f"{type(exc).__name__}: {exc}"
+            records.write_record(run_dir, records.failed_record(run, error, started, stage.name,
+                                                                getattr(exc, "batch_size", None)))
+        raise
+
+
+def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
+    device = resolve_device(run.device)
+    seed_everything(run.seed, workers=True, verbose=False)
+    built = models.build_model(run.model, run.seed)
+    datamodule = datamodules.build_datamodule(run, run.model.train.batch_size)
+    log.info("training %s", run.label)
+    stage("training")
+    with tempfile.TemporaryDirectory(prefix="vadbench-engine-") as work_dir:
+        engine = make_engine(run, device, Path(work_dir))
+        with timing.Stopwatch(device) as fit_clock, out_of_memory_names("training", run.model.train.batch_size):
+            engine.fit(built.module, datamodule=datamodule)
+    stage("scoring")
+    module = built.module.to(device).eval()
+    if built.model_class == "EfficientAd":
+        fit_map_normalisation(module, datamodule.val_dataloader(), device)
+    val = score_loader(module, datamodule.val_dataloader(), device)
+    thresholds = metrics.fit_thresholds(val.scores, val.maps, run.evaluation.image_threshold_quantile,
+                                        run.evaluation.pixel_threshold_quantile)
+    with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
+        test = score_loader(module, datamodule.test_dataloader(), device)
+    result_metrics = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
+    stage("timing")
+    shape = (3, run.model.image_size, run.model.image_size)
+    model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
+                                    warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
+    size_figures, speed = speed_section(run, module.model, shape, device)
+    record = {
+        "status": "ok", "error": None, **records.identity(run), "model_class": built.model_class,
+        "metrics": result_metrics,
+        "timing": {"fit_seconds": fit_clock.seconds,
+                   **timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size),
+                   **model_times, **size_figures, **timing.peak_memory(device)},
+        "speed": speed,
+        "split": split_facts(run, datamodule),
+        "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
+                     "steps_run": int(engine.trainer.global_step), "epochs_run": int(engine.trainer.current_epoch),
+                     "train_batch_size": run.model.train.batch_size, **built.facts},
+        "environment": environment_info(device),
+        "started_at": started, "finished_at": records.now(),
+    }
+    examples = pick_examples(test, datamodule.test_data, thresholds.pixel, run.evaluation.figure_images)
+    return RunResult(run, record, scores_table(test, thresholds.image), examples)
 
 
 def speed_section(run: RunSpec, model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device
@@ -205,14 +230,7 @@ def split_facts(run: RunSpec, datamodule: Any) -> dict[str, Any]:
     """Where thresholds were fitted, the split and undersampling settings and the resulting image counts."""
     held_out = run.evaluation.val_source == "train"
     return {"val_source": run.evaluation.val_source, "val_ratio": run.evaluation.val_ratio if held_out else None,
-            "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **data.split_counts(datamodule)}
-
-
-def identity(run: RunSpec) -> dict[str, Any]:
-    """The identity fields of a record."""
-    return {"experiment": run.experiment, "model": run.model.name, "dataset": run.dataset.name,
-            "dataset_kind": run.dataset.kind, "category": run.category, "seed": run.seed,
-            "image_size": run.model.image_size, "params_file": run.params_file}
+            "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **datamodules.split_counts(datamodule)}
 
 
 def scores_table(test: Scored, image_threshold: float) -> pd.DataFrame:
@@ -243,12 +261,10 @@ def save_result(result: RunResult, out_dir: Path | str) -> Path:
     """Write scores.csv, the anomaly-map figure and (last, atomically) record.json."""
     import matplotlib.pyplot as plt
 
-    from vadbench import figures, records
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result.scores.to_csv(out_dir / records.SCORES_FILE, index=False)
     fig = figures.anomaly_map_grid(result.examples, title=result.run.label)
-    fig.savefig(out_dir / "anomaly_maps.png", dpi=80)
+    fig.savefig(out_dir / records.FIGURE_FILE, dpi=80)
     plt.close(fig)
     return records.write_record(out_dir, result.record)

@@ -1,31 +1,23 @@
-"""Expand an experiment into runs and execute notebooks/train_evaluate.ipynb once per run with papermill.
+"""A batch: expand an experiment into runs, check and prepare inputs, skip finished runs, launch the rest.
 
-A run that already finished with the same config is skipped (unless forced). A failed run gets a
-`failed` record with its error beside its executed notebook, and the batch goes on.
+Each run is one papermill execution of notebooks/train_evaluate.ipynb (`vadbench.launch.execute`), in
+this process or on workers (`vadbench.launch.workers`). A run that already finished with the same config
+is skipped (unless forced). A failed run gets a `failed` record and the batch goes on.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from vadbench import records
 from vadbench.config import Experiment, RunSpec, expand_runs, load_experiment
 from vadbench.errors import ConfigError
+from vadbench.launch import workers as launchers
+from vadbench.launch.execute import execute_run, record_of, write_failed_record
 
 log = logging.getLogger(__name__)
-NOTEBOOK = "train_evaluate.ipynb"
-
-
-def notebooks_dir() -> Path:
-    """The project's notebooks folder (next to src/), or $VADBENCH_NOTEBOOKS."""
-    env = os.environ.get("VADBENCH_NOTEBOOKS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "notebooks"
 
 
 @dataclass
@@ -45,7 +37,7 @@ class BatchResult:
 
 def preflight(exp: Experiment) -> None:
     """Check dataset roots/categories, split sizes and model inputs before any run starts (raises on the first problem)."""
-    from vadbench import models
+    from vadbench.models import build as models
 
     check_datasets(exp)
     for model in exp.models:
@@ -54,7 +46,7 @@ def preflight(exp: Experiment) -> None:
 
 def check_datasets(exp: Experiment) -> dict[tuple[str, str], object]:
     """Validate every dataset category and plan its split; the plans by (dataset, category). Raises DatasetError."""
-    from vadbench import data
+    from vadbench.data import datamodules as data
 
     plans = {}
     for ds in exp.datasets:
@@ -67,8 +59,8 @@ def check_datasets(exp: Experiment) -> dict[tuple[str, str], object]:
 
 def dry_run_check(exp: Experiment) -> tuple[dict, list[str]]:
     """For --dry-run: dataset plans (raising on a dataset problem) and the model-input problems, listed not raised."""
-    from vadbench import models
     from vadbench.errors import InputMissingError
+    from vadbench.models import build as models
 
     plans = check_datasets(exp)
     missing = []
@@ -82,32 +74,10 @@ def dry_run_check(exp: Experiment) -> tuple[dict, list[str]]:
 
 def prepare(exp: Experiment) -> None:
     """Build the inputs the params say to build (a distilled EfficientAD teacher), cached across batches."""
-    from vadbench import models
+    from vadbench.models import build as models
 
     for model in exp.models:
         models.prepare_inputs(model)
-
-
-#: Per model kind, environment variables the run's kernel must start with. glibc's malloc otherwise
-#: keeps PatchCore's coreset-selection temporaries in its heap (grew to an OOM kill at 24 GB on a CPU);
-#: it slows EfficientAD by ~25 %, so it is set only where needed.
-KERNEL_ENV = {"patchcore": {"MALLOC_MMAP_THRESHOLD_": "1048576"}}
-
-
-@contextlib.contextmanager
-def kernel_env(kind: str) -> Iterator[None]:
-    """Set the model kind's KERNEL_ENV in os.environ (which the papermill kernel inherits), then restore it."""
-    extra = KERNEL_ENV.get(kind, {})
-    saved = {key: os.environ.get(key) for key in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run_dir_of(run: RunSpec, output_root: Path) -> Path:
@@ -129,9 +99,7 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
     if select is not None:
         runs = [r for r in runs if (r.model.name, r.dataset.name, r.category, r.seed) in select]
     if workers is None and launcher == "local":
-        from vadbench.launchers import visible_gpus
-
-        workers = max(1, len(visible_gpus())) if exp.device != "cpu" else 1
+        workers = max(1, len(launchers.visible_gpus())) if exp.device != "cpu" else 1
     sequential = launcher == "local" and workers == 1
     pending: list[tuple[RunSpec, Path]] = []
     output_root = Path(output_root)
@@ -170,9 +138,7 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
 
 def _launch(pending: list[tuple[RunSpec, Path]], exp: Experiment, output_root: Path, workers: int | None,
             launcher: str, slurm_params: Path | str | None, result: BatchResult) -> None:
-    """Hand pending runs to a launcher (vadbench.launchers) and tally what comes back."""
-    from vadbench import launchers
-
+    """Hand pending runs to a launcher (vadbench.launch.workers) and tally what comes back."""
     if launcher not in launchers.LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; choose one of {list(launchers.LAUNCHERS)}")
     if launcher == "local":
@@ -188,16 +154,10 @@ def _launch(pending: list[tuple[RunSpec, Path]], exp: Experiment, output_root: P
             result.done += 1
             continue
         result.failed.append(run.label)
-        if not _has_record_of(directories[run.label], run.config_hash):  # the worker or job died before recording
-            write_failed_record(run, directories[run.label], "launcher: the worker or job died (see its log)", records_now())
+        if not record_of(directories[run.label], run.config_hash):  # the worker or job died before recording
+            write_failed_record(run, directories[run.label], "launcher: the worker or job died (see its log)", records.now())
 
 
-def _has_record_of(directory: Path, config_hash: str) -> bool:
-    """True when the run directory holds a record (ok or failed) of this config."""
-    try:
-        return records.read_record(directory).get("config_hash") == config_hash
-    except (OSError, ValueError):
-        return False
 def _dry_run(exp: Experiment, runs: list[RunSpec], output_root: Path) -> BatchResult:
     """List every run with its dataset root (checked) and split sizes; name missing model inputs. Trains nothing."""
     plans, missing = dry_run_check(exp)
@@ -212,64 +172,6 @@ def _dry_run(exp: Experiment, runs: list[RunSpec], output_root: Path) -> BatchRe
              ", ".join(sorted({f"{d.name}={d.root}" for d in exp.datasets})),
              "missing for " + ", ".join(p.split(":")[0] for p in missing) if missing else "present")
     return BatchResult(total=len(runs), failed=[p.split(":")[0] for p in missing])
-
-
-def execute_run(run: RunSpec, params_file: str, output_root: Path, directory: Path) -> bool:
-    """Execute the notebook for one run; on failure write a failed record. True when it succeeded."""
-    import papermill
-
-    directory.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's progress bars would flood the executed notebook
-    started = records_now()
-    t0 = time.monotonic()
-    try:
-        with kernel_env(run.model.kind):
-            papermill.execute_notebook(
-                str(notebooks_dir() / NOTEBOOK), str(directory / NOTEBOOK),
-                parameters={"experiment": str(params_file), "model": run.model.name, "dataset": run.dataset.name,
-                            "category": run.category, "seed": run.seed, "output_dir": str(output_root)},
-                kernel_name="python3", cwd=os.getcwd(), progress_bar=False, log_output=False,
-            )
-    except Exception as exc:  # papermill raises its own error for a failing cell; anything else is a failure too
-        error = _error_text(exc)
-        log.error("%s failed after %.0f s: %s (see %s)", run.label, time.monotonic() - t0, error, directory / NOTEBOOK)
-        write_failed_record(run, directory, error, started)
-        return False
-    if not records.is_finished(directory, run.config_hash):
-        write_failed_record(run, directory, "notebook finished without writing an ok record", started)
-        return False
-    log.info("%s finished in %.0f s", run.label, time.monotonic() - t0)
-    return True
-
-
-def records_now() -> str:
-    """UTC timestamp (same format as run records)."""
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _error_text(exc: Exception) -> str:
-    """`Type: message` of the notebook's exception (papermill keeps ename/evalue)."""
-    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
-    if ename:
-        return f"{ename}: {evalue}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def write_failed_record(run: RunSpec, directory: Path, error: str, started: str) -> None:
-    """Record a failed run with its error and config (never overwriting an ok record of this config)."""
-    if records.is_finished(directory, run.config_hash):
-        log.warning("%s raised after writing its ok record; keeping the record: %s", run.label, error)
-        return
-    oom = re.search(r"out of memory in (\w+) at batch size (\d+)", error)
-    records.write_record(directory, {
-        "status": "failed", "error": error,
-        **({"oom_stage": oom.group(1), "oom_batch_size": int(oom.group(2))} if oom else {}), "experiment": run.experiment, "model": run.model.name,
-        "dataset": run.dataset.name, "dataset_kind": run.dataset.kind, "category": run.category,
-        "seed": run.seed, "image_size": run.model.image_size, "params_file": run.params_file,
-        "config_hash": run.config_hash, "config": run.config(), "started_at": started, "finished_at": records_now(),
-    })
 
 
 def _clock(seconds: float) -> str:

@@ -3,7 +3,7 @@
 The release is MVTec-like (the GLASS authors load it with their MVTec loader):
 `<cat>/train/good`, `<cat>/test/{good,<defect>}`, `<cat>/ground_truth/<defect>/`. Unlike anomalib's
 MVTecAD reader, this one accepts PNG and JPEG images, and pairs each defect image with its mask by
-file stem (`<name>.png` or `<name>_mask.png`) instead of by sort order; `layouts` checks that
+file stem (`<name>.png` or `<name>_mask.png`) instead of by sort order; `data.checks` checks that
 every defect image has one.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from anomalib.data.datasets.base.image import AnomalibDataset
 from anomalib.data.utils import LabelName, Split
 from pandas import DataFrame
 
-from vadbench.layouts import images_in, mask_for
+from vadbench.data.checks import mask_for
+from vadbench.data.images import images_in
 
 
 def make_samples(category_dir: Path, split: Split | str) -> DataFrame:
@@ -25,7 +26,8 @@ def make_samples(category_dir: Path, split: Split | str) -> DataFrame:
     for label_dir in sorted(p for p in (category_dir / split).iterdir() if p.is_dir()):
         normal = label_dir.name == "good"
         for image in images_in(label_dir):
-            mask = "" if normal or split == "train" else str(mask_for(image, category_dir / "ground_truth" / label_dir.name) or "")
+            truth = category_dir / "ground_truth" / label_dir.name
+            mask = "" if normal or split == "train" else str(mask_for(image, truth) or "")
             rows.append((str(category_dir), split, label_dir.name, str(image), mask,
                          int(LabelName.NORMAL if normal else LabelName.ABNORMAL)))
     samples = DataFrame(rows, columns=["path", "split", "label", "image_path", "mask_path", "label_index"])

@@ -1,13 +1,14 @@
 """Where a run ran: device, versions, code commit."""
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from vadbench.paths import git_commit
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -30,18 +31,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or "cpu"
-
-
-def git_commit() -> str:
-    """The project's commit (env VADBENCH_GIT_COMMIT wins, for copies without .git), or `unknown`."""
-    if os.environ.get("VADBENCH_GIT_COMMIT"):
-        return os.environ["VADBENCH_GIT_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _version(package: str) -> str:

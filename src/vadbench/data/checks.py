@@ -11,12 +11,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from vadbench.datasets import Counts, DatasetInfo, info
+from vadbench.data.images import IMAGE_SUFFIXES, image_size, images_in
+from vadbench.data.registry import Counts, DatasetInfo, info
 from vadbench.errors import DatasetError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VISA_SPLIT_CSV = Path("split_csv/1cls.csv")
 VISA_CONVERTED = "visa_pytorch"
 SHOW = 3  # paths named per problem before "... and N more"
@@ -153,22 +151,6 @@ def diagnose_root(entry: DatasetInfo, root: Path, category: str) -> str:
 
 def _looks_like_category(folder: Path) -> bool:
     return any((folder / sub).is_dir() for sub in ("train/good", "Data/Images", "good"))
-
-
-def images_in(folder: Path) -> list[Path]:
-    """Image files directly in a folder, sorted."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the image header, or None when the file cannot be read as an image."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 def _named(paths: list, what: str) -> str:

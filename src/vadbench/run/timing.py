@@ -15,8 +15,9 @@ import math
 import numbers
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -349,10 +350,3 @@ def flops_per_image(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, i
     with torch.inference_mode(), counter:
         fn(_random_batch((1, *shape), torch.device(device), 0))
     return int(counter.get_total_flops())
-
-
-def gpu_memory_reset(device: torch.device | str) -> None:
-    """Reset CUDA peak-memory statistics (no-op off CUDA), so a peak belongs to what follows."""
-    device = _as_device(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)

@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from vadbench.config import _build
 from vadbench.errors import ConfigError
 from vadbench.records import METRICS
+from vadbench.strict import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +51,14 @@ class ReferenceFile:
 
 def load_reference_file(path: Path | str) -> list[Reference]:
     """Read and validate one reference file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such reference file (see params/references/)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        parsed = _build(ReferenceFile, data, "")
-        for i, ref in enumerate(parsed.references):
-            _check_values(ref.mean, f"references[{i}].mean")
-            for category, values in ref.categories.items():
-                _check_values(values, f"references[{i}].categories.{category}")
-    except (ConfigError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return parsed.references
+    return load_yaml(path, ReferenceFile, "reference file (see params/references/)", _check_file).references
+
+
+def _check_file(parsed: ReferenceFile) -> None:
+    for i, ref in enumerate(parsed.references):
+        _check_values(ref.mean, f"references[{i}].mean")
+        for category, values in ref.categories.items():
+            _check_values(values, f"references[{i}].categories.{category}")
 
 
 def _check_values(values: Any, where: str) -> None:
@@ -124,8 +119,10 @@ def model_identity(frame: pd.DataFrame) -> pd.DataFrame:
         model_class = row.get("model_class")
         kind = model.get("kind") or (model_class.lower() if isinstance(model_class, str) else "")
         size = (config.get("model_params") or {}).get("model_size", "") if kind == "efficientad" else ""
+        dataset_kind = row.get("dataset_kind")
         rows.append({"experiment": row.get("experiment"), "dataset": row.get("dataset"), "model": row.get("model"),
-                     "model_kind": kind, "model_size": size or "", "dataset_kind": row.get("dataset_kind") if isinstance(row.get("dataset_kind"), str) else ""})
+                     "model_kind": kind, "model_size": size or "",
+                     "dataset_kind": dataset_kind if isinstance(dataset_kind, str) else ""})
     table = pd.DataFrame(rows, columns=["experiment", "dataset", "model", "model_kind", "model_size", "dataset_kind"])
     return table.drop_duplicates(["experiment", "dataset", "model"]).reset_index(drop=True)
 

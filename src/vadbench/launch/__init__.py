@@ -1,0 +1,1 @@
+"""Launching runs: the grid and batch, one papermill execution per run, worker processes, submitit, Kaggle."""

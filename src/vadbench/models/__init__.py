@@ -1,0 +1,1 @@
+"""Models: anomalib models built from params, local pretrained backbones, the EfficientAD teacher."""

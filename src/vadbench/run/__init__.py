@@ -1,0 +1,1 @@
+"""One run: fit, score, metrics, timing, environment and the per-run figure (what train_evaluate.ipynb calls)."""
