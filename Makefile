@@ -71,8 +71,15 @@ test: $(STAMP) report-deps ## run the whole test suite (includes the slow end-to
 test-fast: $(STAMP) ## run the tests except those marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lab: $(STAMP) ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks/
+LAB_PORT ?= 8888
+# As root (Kaggle, Colab, Docker) Jupyter needs --allow-root; without a display it opens no browser.
+lab: $(STAMP) ## start JupyterLab on the notebooks (as root too) and print the URL to open
+	@token=$$($(PY) -c 'import secrets; print(secrets.token_hex(24))'); \
+	echo "make lab: JupyterLab on $(CURDIR)/notebooks (Ctrl-C stops it); open"; \
+	echo "    http://127.0.0.1:$(LAB_PORT)/lab/tree/notebooks?token=$$token"; \
+	exec $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --IdentityProvider.token=$$token \
+	  --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.port_retries=0 \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $$( [ -z "$$DISPLAY" ] && echo --no-browser )
 
 clean-outputs: ## delete generated runs, reports and demo data (outputs/)
 	find outputs -mindepth 1 ! -name README.md -delete

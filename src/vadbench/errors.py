@@ -22,6 +22,10 @@ class ReportError(VadbenchError, FileNotFoundError):
     """A report cannot be built (e.g. no records); the message says why."""
 
 
+class ProjectRootError(VadbenchError, FileNotFoundError):
+    """The project root (which relative paths resolve against) cannot be found; the message says how to set it."""
+
+
 class KaggleSetupError(VadbenchError):
     """Kaggle params, credentials or mounts are missing or wrong; the message says how to fix it."""
 

@@ -40,7 +40,7 @@ THRESHOLD_FIELDS = ("image_threshold", "pixel_threshold", "threshold_method")
 
 def now() -> str:
     """UTC timestamp of records (seconds)."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def identity(run: RunSpec) -> dict[str, Any]:

@@ -9,12 +9,11 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from vadbench import records
 from vadbench.config import RunSpec
-from vadbench.paths import notebooks_dir
+from vadbench.paths import kernel_environ, notebooks_dir
 
 log = logging.getLogger(__name__)
 NOTEBOOK = "train_evaluate.ipynb"
@@ -26,20 +25,10 @@ NOTEBOOK = "train_evaluate.ipynb"
 KERNEL_ENV = {"patchcore": {"MALLOC_MMAP_THRESHOLD_": "1048576"}}
 
 
-@contextlib.contextmanager
-def kernel_env(kind: str) -> Iterator[None]:
-    """Set the model kind's KERNEL_ENV in os.environ (which the papermill kernel inherits), then restore it."""
-    extra = KERNEL_ENV.get(kind, {})
-    saved = {key: os.environ.get(key) for key in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def kernel_env(kind: str) -> contextlib.AbstractContextManager[None]:
+    """The run kernel's environment: our working folder as the project root, progress as log lines, KERNEL_ENV."""
+    quiet = {"VADBENCH_PROGRESS": "lines", "TQDM_DISABLE": "1"}  # anomalib's bars would flood the executed notebook
+    return kernel_environ({**quiet, **KERNEL_ENV.get(kind, {})})
 
 
 def execute_run(run: RunSpec, params_file: str, output_root: Path, directory: Path) -> bool:
@@ -47,7 +36,6 @@ def execute_run(run: RunSpec, params_file: str, output_root: Path, directory: Pa
     import papermill
 
     directory.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's progress bars would flood the executed notebook
     started = records.now()
     t0 = time.monotonic()
     try:

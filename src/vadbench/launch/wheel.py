@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import tomllib
 import zipfile
 from pathlib import Path
-
-import tomllib
 
 from vadbench.paths import SOURCE_ROOT
 

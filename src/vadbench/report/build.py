@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vadbench.paths import notebooks_dir
+from vadbench.paths import kernel_environ, notebooks_dir
 from vadbench.report import export, references
 from vadbench.report.tables import TABLE_FILES, load_frame
 
@@ -44,13 +44,14 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, notebook: Path | str
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / NOTEBOOK_NAME
     log.info("report on %d records from %s -> %s", len(frame), runs_dir, out_dir)
-    papermill.execute_notebook(
-        str(notebook), str(executed),
-        parameters={"runs_dir": str(runs_dir), "out_dir": str(out_dir), "reference_files": reference_paths,
-                    "baseline_experiment": baseline or ""},
-        kernel_name="python3", cwd=str(out_dir), progress_bar=False, log_output=False,
-        execution_timeout=timeout_s,
-    )
+    with kernel_environ():
+        papermill.execute_notebook(
+            str(notebook), str(executed),
+            parameters={"runs_dir": str(runs_dir), "out_dir": str(out_dir), "reference_files": reference_paths,
+                        "baseline_experiment": baseline or ""},
+            kernel_name="python3", cwd=str(out_dir), progress_bar=False, log_output=False,
+            execution_timeout=timeout_s,
+        )
     html = export.export_html(executed, out_dir / "summary.html")
     paths = {"html": html, "notebook": executed}
     if pdf:

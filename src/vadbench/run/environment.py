@@ -52,6 +52,7 @@ def environment_info(device: torch.device) -> dict[str, object]:
         "git_commit": git_commit(),
         "torch_threads": torch.get_num_threads(),
         "hostname": platform.node(),
+        "project_root": str(Path.cwd().resolve()),  # what relative paths in the params resolved against
     }
     if device.type == "cuda":
         info["cuda_version"] = torch.version.cuda

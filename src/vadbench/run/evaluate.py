@@ -27,6 +27,7 @@ from vadbench.data import datamodules
 from vadbench.models import build as models
 from vadbench.run import figures, metrics, timing
 from vadbench.run.environment import environment_info, resolve_device
+from vadbench.run.progress import Progress, TrainingProgress
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class RunResult:
 
 
 def make_engine(run: RunSpec, device: torch.device, work_dir: Path) -> Engine:
-    """anomalib Engine with the run's step budget, no validation loop, no checkpoint files."""
+    """anomalib Engine with the run's step budget, no validation loop, no checkpoint files, our progress display."""
     return Engine(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -72,15 +73,19 @@ def make_engine(run: RunSpec, device: torch.device, work_dir: Path) -> Engine:
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False)],
+        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False), TrainingProgress(run.label)],
         default_root_dir=work_dir,
     )
 
 
 @torch.inference_mode()
-def score_loader(module: Any, loader: Any, device: torch.device) -> Scored:
-    """Run the model over a dataloader: pre-process, forward, upsample maps to mask size, copy to host."""
+def score_loader(module: Any, loader: Any, device: torch.device, what: str = "") -> Scored:
+    """Run the model over a dataloader: pre-process, forward, upsample maps to mask size, copy to host.
+
+    what: when given, images scored are shown as progress under this name.
+    """
     paths, labels, scores, maps, masks = [], [], [], [], []
+    progress = Progress(f"scoring {what}", len(loader.dataset), "images") if what else None
     for batch in loader:
         x = module.pre_processor(batch.image.to(device))
         out = module.model(x)
@@ -96,6 +101,10 @@ def score_loader(module: Any, loader: Any, device: torch.device) -> Scored:
         scores.append(out.pred_score.reshape(-1).float().cpu().numpy())
         labels.append(batch.gt_label.reshape(-1).int().cpu().numpy())
         paths.extend(str(p) for p in batch.image_path)
+        if progress is not None:
+            progress.update(len(batch.image_path))
+    if progress is not None:
+        progress.close()
     return Scored(paths, np.concatenate(labels), np.concatenate(scores), np.concatenate(maps), np.concatenate(masks))
 
 
@@ -170,7 +179,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     thresholds = metrics.fit_thresholds(val.scores, val.maps, run.evaluation.image_threshold_quantile,
                                         run.evaluation.pixel_threshold_quantile)
     with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
-        test = score_loader(module, datamodule.test_dataloader(), device)
+        test = score_loader(module, datamodule.test_dataloader(), device, what="test images")
     result_metrics = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
     stage("timing")
     shape = (3, run.model.image_size, run.model.image_size)
