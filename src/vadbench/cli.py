@@ -65,12 +65,19 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
     push.add_argument("--shard-by", default="model,dataset", help="grid keys that split kernels (default model,dataset)")
     push.add_argument("--accelerator", default=None, help="Kaggle machine shape, e.g. NvidiaTeslaT4 (overrides params)")
     push.add_argument("--dry-run", action="store_true", help="write the folders, push nothing")
-    for name, p in (("push", push), ("status", ksub.add_parser("status", help="list the shards' kernels and states")),
+    editor = ksub.add_parser("notebook", help="write one run as a notebook to import and Run All in Kaggle's editor")
+    editor.add_argument("params", type=Path, help="experiment file")
+    editor.add_argument("--model", required=True, help="model name in the experiment")
+    editor.add_argument("--dataset", required=True, help="dataset name in the experiment")
+    editor.add_argument("--category", required=True, help="category of that dataset")
+    editor.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    status = ksub.add_parser("status", help="list the shards' kernels and states")
+    for name, p in (("notebook", editor), ("push", push), ("status", status),
                     ("pull", ksub.add_parser("pull", help="download finished kernels' outputs, merge their records"))):
         p.add_argument("--kaggle-params", type=Path, default=Path("params/kaggle/kaggle.yaml"),
                        help="Kaggle settings (default params/kaggle/kaggle.yaml)")
         p.add_argument("--dir", type=Path, default=Path("outputs/kaggle"), help="kernel folders (default outputs/kaggle)")
-        if name != "push":
+        if name in ("status", "pull"):
             p.add_argument("--experiment", default=None, help="only this experiment's shards (its name)")
         if name == "pull":
             p.add_argument("--runs", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
@@ -83,6 +90,12 @@ def _kaggle(args: argparse.Namespace) -> int:
         shards = kaggle_runs.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
                                   args.accelerator, dry_run=args.dry_run)
         log.info("%d shard(s), %d runs", len(shards), sum(len(s.runs) for s in shards))
+        return 0
+    if args.kaggle_command == "notebook":
+        from vadbench.launch.kaggle_editor import write_editor_notebook
+
+        write_editor_notebook(args.params, args.model, args.dataset, args.category, args.seed, args.dir,
+                              args.kaggle_params)
         return 0
     if args.kaggle_command == "status":
         kaggle_runs.status(args.dir, args.experiment)
