@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -272,3 +273,24 @@ def test_peak_memory_cuda_is_reserved_mib():
         out = peak_memory(CUDA)
     assert out == {"peak_gpu_mem_mb": 3.0}
     reserved.assert_called_once_with(CUDA)
+
+
+def test_harness_is_pipeline_minus_model_time_per_image():
+    pipeline = {"pipeline_img_per_s": 50.0}  # 20 ms per image end to end
+    model = {"model_img_per_s": 200.0}  # 5 ms per image in the model
+    assert timing.harness_ms_per_image(pipeline, model) == pytest.approx(15.0)
+    assert timing.harness_ms_per_image(pipeline, {"model_img_per_s": None}) is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS reset is Linux-only")
+def test_peak_memory_per_phase_on_the_cpu():
+    import numpy as np
+
+    timing.reset_peak_memory("cpu")
+    before = timing.peak_memory_since_reset("cpu")
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB touched
+    during = timing.peak_memory_since_reset("cpu")
+    del block
+    timing.reset_peak_memory("cpu")
+    after = timing.peak_memory_since_reset("cpu")
+    assert during - before >= 190 and after < during - 150  # the reset forgets the earlier phase's peak

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--markdown", type=Path, default=None, metavar="FILE",
                         help="instead of the report, write the results tables as Markdown to FILE (for docs)")
 
+    _speed_parser(sub)
     _kaggle_parser(sub)
     data = sub.add_parser("data", help="check a dataset root, or say where to get a dataset")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -55,6 +56,52 @@ def _parser() -> argparse.ArgumentParser:
                            "torch hub cache (needs internet; then usable offline by name)")
     fetch.add_argument("arch", help="torchvision architecture, e.g. wide_resnet101_2")
     return parser
+
+
+def _speed_parser(sub: argparse._SubParsersAction) -> None:
+    from vadbench.run.speed import SpeedOptions
+
+    d = SpeedOptions()
+    p = sub.add_parser("speed", help="time the models of an experiment on random input (no dataset): latency, "
+                       "throughput, memory, parameters, FLOPs, published figures beside")
+    p.add_argument("params", type=Path, help="experiment file")
+    p.add_argument("--model", default=None, help="only this model (default: every model of the experiment)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="default auto")
+    p.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)), help="default 1,16")
+    p.add_argument("--precisions", default=",".join(d.precisions), help="fp32 and/or fp16 (default fp32,fp16)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed passes first (default {d.warmup})")
+    p.add_argument("--iterations", type=int, default=d.iterations, help=f"timed passes (default {d.iterations})")
+    p.add_argument("--out", type=Path, default=None, help="also write the rows to this .csv or .json file")
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from vadbench.config import load_experiment
+    from vadbench.errors import ConfigError
+    from vadbench.report.speed import with_published
+    from vadbench.run.speed import SpeedOptions, speed_table
+
+    try:
+        options = SpeedOptions(device=args.device, batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+                               precisions=args.precisions.split(","), channels_last=args.channels_last,
+                               warmup=args.warmup, iterations=args.iterations)
+    except ValueError:
+        raise ConfigError(f"--batch-sizes {args.batch_sizes!r}: write integers separated by commas, e.g. 1,16") from None
+    if set(options.precisions) - {"fp32", "fp16"}:
+        raise ConfigError(f"--precisions {args.precisions!r}: use fp32, fp16 or fp32,fp16")
+    exp = load_experiment(args.params)
+    table = with_published(speed_table(exp, options, args.model), exp.references)
+    shown = ["model", "device", "protocol", "precision", "batch_size", "latency_ms_median", "latency_ms_p90",
+             "img_per_s", "published_latency_ms", "published_img_per_s", "note"]
+    sys.stdout.write(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.suffix == ".json":
+            args.out.write_text(table.to_json(orient="records", indent=1), encoding="utf-8")
+        else:
+            table.to_csv(args.out, index=False)
+        log.info("speed rows: %s", args.out)
+    return 0
 
 
 def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
@@ -194,7 +241,7 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "report": _report, "demo-data": _demo_data, "kaggle": _kaggle, "data": _data,
+COMMANDS = {"run": _run, "report": _report, "speed": _speed, "demo-data": _demo_data, "kaggle": _kaggle, "data": _data,
             "distill-teacher": _distill_teacher, "fetch-backbone": _fetch_backbone}
 
 

@@ -26,6 +26,10 @@ class ProjectRootError(VadbenchError, FileNotFoundError):
     """The project root (which relative paths resolve against) cannot be found; the message says how to set it."""
 
 
+class DeviceError(VadbenchError, RuntimeError):
+    """The device the params ask for cannot be used (e.g. a GPU torch cannot drive); the message names the fix."""
+
+
 class KaggleSetupError(VadbenchError):
     """Kaggle params, credentials or mounts are missing or wrong; the message says how to fix it."""
 

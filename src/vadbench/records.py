@@ -138,6 +138,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
             row[key] = value
     if "config" in record:
         row["config"] = json.dumps(record["config"], sort_keys=True)
+    if record.get("speed"):  # the GPU-grade rows stay one JSON column: vadbench.report.speed unfolds them
+        row["speed"] = json.dumps(record["speed"])
     return row
 
 

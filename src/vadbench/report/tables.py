@@ -26,12 +26,13 @@ from vadbench.errors import ReportError
 from vadbench.records import GROUP, IDENTITY, METRICS, load_records, records_frame
 from vadbench.report import breakdowns as report_tables
 from vadbench.report import references
+from vadbench.report.speed import like_with_like, speed_summary
 
 log = logging.getLogger(__name__)
 
 TIMING = (
     "test_images", "test_seconds", "s_per_img", "pipeline_img_per_s",
-    "model_latency_ms_median", "model_img_per_s", "fit_seconds",
+    "model_latency_ms_median", "model_img_per_s", "harness_ms_per_image", "fit_seconds",
 )
 PER_CATEGORY_COLUMNS = (*IDENTITY, *METRICS, *TIMING)
 COMPARISON_COLUMNS = (
@@ -52,6 +53,7 @@ TABLE_FILES = {
     "experiment_deltas": "experiment_deltas.csv",
     "config_check": "config_check.csv",
     "references": "references.csv",
+    "speed": "speed.csv",
 }
 # --------------------------------------------------------------------------------------------
 # tables
@@ -221,7 +223,7 @@ def reference_table(frame: pd.DataFrame, reference_paths: list[Path | str] = ())
     runs = per_category_table(frame)
     comparison = comparison_table(frame).set_index(list(GROUP))
     cells = report_tables.category_results(runs).set_index([*GROUP, "category"])
-    latency = runs.groupby(list(GROUP), dropna=False)["model_latency_ms_median"].mean()
+    speed = like_with_like(frame).set_index(list(GROUP))
     rows = []
     for _, ident in references.model_identity(frame.loc[is_ok(frame)]).iterrows():
         key = tuple(ident[g] for g in GROUP)
@@ -230,25 +232,36 @@ def reference_table(frame: pd.DataFrame, reference_paths: list[Path | str] = ())
         if matches.empty or key not in comparison.index:
             continue
         ours = {**dict(zip(GROUP, key)), "source": f"vadbench ({key[0]})", "external": False,
-                "reference_dataset": ident["dataset_kind"], "same_dataset": True, "note": "",
-                "model_latency_ms_median": latency.get(key, np.nan)}
+                "reference_dataset": ident["dataset_kind"], "same_dataset": True, "note": ""}
         mean = comparison.loc[key]
         rows.append({**ours, "category": references.MEAN, **{m: mean[m] for m in METRICS},
-                     "model_img_per_s": mean["model_img_per_s"],
-                     "note": f"mean over our {mean['n_categories']} categories"})
+                     **_comparable_speed(speed, key), "note": f"mean over our {mean['n_categories']} categories; "
+                     + _speed_note(speed, key)})
         for _, ref in matches.iterrows():
             same = ref["dataset_kind"] == ident["dataset_kind"]
             if ref["category"] != references.MEAN and not (same and (*key, ref["category"]) in cells.index):
                 continue
             if ref["category"] != references.MEAN:
                 ours_cell = cells.loc[(*key, ref["category"])]
-                rows.append({**ours, "category": ref["category"], **{m: ours_cell[m] for m in METRICS},
-                             "model_latency_ms_median": np.nan})
+                rows.append({**ours, "category": ref["category"], **{m: ours_cell[m] for m in METRICS}})
             label = ref["dataset_label"] or ref["dataset_kind"]
             rows.append({**dict(zip(GROUP, key)), "category": ref["category"], "source": ref["source"],
                          "external": True, "reference_dataset": label, "same_dataset": bool(same),
                          "note": ref["note"], **{f: ref[f] for f in references.REFERENCE_FIELDS}})
     return pd.DataFrame(rows).reindex(columns=columns).drop_duplicates().reset_index(drop=True)
+
+
+def _comparable_speed(speed: pd.DataFrame, key: tuple) -> dict[str, float]:
+    """Our fp16 batch-1 latency and fp16 batch-16 throughput (like the papers' figures), NaN without GPU rows."""
+    if key not in speed.index:
+        return {"model_latency_ms_median": np.nan, "model_img_per_s": np.nan}
+    return {"model_latency_ms_median": speed.loc[key, "latency_ms"], "model_img_per_s": speed.loc[key, "img_per_s"]}
+
+
+def _speed_note(speed: pd.DataFrame, key: tuple) -> str:
+    if key in speed.index:
+        return f"speed: fp16, latency at batch 1, throughput at batch 16, on {speed.loc[key, 'device_name']}"
+    return "speed: no fp16 speed rows in our records (CPU runs only); CPU timings are not comparable, see Speed"
 
 
 def report_tables_for(frame: pd.DataFrame, reference_paths: list[Path | str] = (),
@@ -265,6 +278,7 @@ def report_tables_for(frame: pd.DataFrame, reference_paths: list[Path | str] = (
         "experiment_deltas": report_tables.experiment_deltas(runs, baseline),
         "config_check": report_tables.config_check(frame),
         "references": reference_table(frame, reference_paths),
+        "speed": speed_summary(frame),
     }
 
 

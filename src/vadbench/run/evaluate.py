@@ -115,12 +115,17 @@ def fit_map_normalisation(module: Any, loader: Any, device: torch.device) -> Non
 
 
 class Stage:
-    """The stage a run is in (building, training, scoring, timing), so that a failure records where it happened."""
+    """The stage a run is in (building, training, scoring, timing), so that a failure records where it happened;
+    with a device, each stage's peak memory too (`peak_mem_mb_<stage>`, reset when a stage begins)."""
 
-    def __init__(self) -> None:
-        self.name = "building"
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.name, self.device, self.memory = "building", device, {}
 
     def __call__(self, name: str) -> None:
+        if self.device is not None:
+            if self.name != "building":
+                self.memory[f"peak_mem_mb_{self.name}"] = timing.peak_memory_since_reset(self.device)
+            timing.reset_peak_memory(self.device)
         self.name = name
 
 
@@ -161,7 +166,7 @@ def train_and_evaluate(run: RunSpec, run_dir: Path | str | None = None) -> RunRe
 
 
 def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
-    device = resolve_device(run.device)
+    device = stage.device = resolve_device(run.device)
     seed_everything(run.seed, workers=True, verbose=False)
     built = models.build_model(run.model, run.seed)
     datamodule = datamodules.build_datamodule(run, run.model.train.batch_size)
@@ -186,12 +191,14 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
                                     warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
     size_figures, speed = speed_section(run, module.model, shape, device)
+    stage("done")
+    pipeline = timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size)
     record = {
         "status": "ok", "error": None, **records.identity(run), "model_class": built.model_class,
         "metrics": result_metrics,
-        "timing": {"fit_seconds": fit_clock.seconds,
-                   **timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size),
-                   **model_times, **size_figures, **timing.peak_memory(device)},
+        "timing": {"fit_seconds": fit_clock.seconds, **pipeline, **model_times,
+                   "harness_ms_per_image": timing.harness_ms_per_image(pipeline, model_times),
+                   **size_figures, **timing.peak_memory(device), **stage.memory},
         "speed": speed,
         "split": split_facts(run, datamodule),
         "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,

@@ -350,3 +350,40 @@ def flops_per_image(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, i
     with torch.inference_mode(), counter:
         fn(_random_batch((1, *shape), torch.device(device), 0))
     return int(counter.get_total_flops())
+
+
+# ---- memory per phase and the harness's share of the pipeline ---------------------------------------
+
+def reset_peak_memory(device: torch.device | str | None) -> None:
+    """Start a new peak: CUDA's peak statistics, or on Linux the process's peak resident set (VmHWM)."""
+    device = _as_device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:  # "5" resets VmHWM to the current RSS (Linux)
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_since_reset(device: torch.device | str | None) -> float | None:
+    """MiB at peak since reset_peak_memory: reserved CUDA memory, or VmHWM on Linux; None where unknown."""
+    device = _as_device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_reserved(device) / 2**20
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def harness_ms_per_image(pipeline: dict[str, float], model: dict[str, float]) -> float | None:
+    """Pipeline time per image minus the model's own time per image (at the evaluation batch), in ms."""
+    if not pipeline.get("pipeline_img_per_s") or not model.get("model_img_per_s"):
+        return None
+    return 1e3 / pipeline["pipeline_img_per_s"] - 1e3 / model["model_img_per_s"]

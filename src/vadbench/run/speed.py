@@ -1,0 +1,109 @@
+"""`vadbench speed`: time any model an experiment describes, with no dataset (random input at its image size).
+
+The same code as a record's `speed` rows (vadbench.run.timing): warm-up, synchronise, median/p90 latency,
+throughput, at each precision × batch size on a fixed on-device input, plus the paper's host-to-host
+latency; parameters, FLOPs and peak memory per model. Inputs that do not change a model's speed are
+replaced so that nothing needs to be on disk: DRÆM gets Perlin anomalies, EfficientAD a random teacher;
+memory-bank models (PatchCore, PaDiM) are fitted on a few random images first. vadbench.report.speed sets
+published figures beside these rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from vadbench.config import EfficientAdParams, Experiment, ModelSpec
+from vadbench.run import timing
+from vadbench.run.environment import device_name, resolve_device
+
+log = logging.getLogger(__name__)
+
+FIT_IMAGES = 4  # random images a memory-bank model is fitted on before it can infer
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """What to time (the command's flags)."""
+
+    device: str = "auto"
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16"])
+    channels_last: bool = False
+    warmup: int = 100
+    iterations: int = 200
+    paper_protocol: bool = True
+
+
+def timing_spec(spec: ModelSpec, scratch: Path) -> ModelSpec:
+    """The model with outside inputs that do not change its speed: Perlin anomalies, a random teacher, one penalty image."""
+    params = dict(spec.params)
+    if spec.kind == "draem":
+        params["anomaly_source"] = "perlin"
+    if isinstance(spec.settings, EfficientAdParams):
+        penalty = scratch / "penalty" / "x"
+        penalty.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.new("RGB", (8, 8)).save(penalty / "0.png")
+        params.update(teacher="random", imagenet_dir=str(penalty.parent))
+        params.pop("distill", None)
+    return dataclasses.replace(spec, params=params)
+
+
+def model_for_timing(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
+    """The anomalib torch model of spec in eval mode on device, ready to infer (fitted on random images if needed)."""
+    from vadbench.models.build import build_model
+
+    with tempfile.TemporaryDirectory(prefix="vadbench-speed-") as scratch:
+        module = build_model(timing_spec(spec, Path(scratch)), seed=0).module.to(device)
+    if callable(getattr(module, "fit", None)):  # memory-bank models: collect embeddings, then fit
+        module.model.train()
+        with torch.no_grad():
+            module.model(torch.rand(FIT_IMAGES, 3, spec.image_size, spec.image_size, device=device))
+        module.fit()
+    return module.model.eval()
+
+
+def time_model(spec: ModelSpec, options: SpeedOptions, device: torch.device) -> list[dict]:
+    """One tidy row per protocol × precision × batch size, each with the model's size figures."""
+    model = model_for_timing(spec, device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    shape = (3, spec.image_size, spec.image_size)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rows = timing.speed_rows(model, shape, device, batch_sizes=options.batch_sizes, precisions=options.precisions,
+                             warmup=options.warmup, iterations=options.iterations, channels_last=options.channels_last)
+    if options.paper_protocol:
+        rows += [timing.host_to_host_latency(lambda x: model(x).anomaly_map, shape, device, precision=p,
+                                             warmup=options.warmup, iterations=options.iterations)
+                 for p in options.precisions]
+    size = {"model_kind": spec.kind, "image_size": spec.image_size, "model_params": timing.parameter_count(model),
+            "model_flops_per_image": timing.flops_per_image(model, shape, device), **timing.peak_memory(device)}
+    return [{"model": spec.name, **size, **dataclasses.asdict(row)} for row in rows]
+
+
+def speed_table(exp: Experiment, options: SpeedOptions, model: str | None = None) -> pd.DataFrame:
+    """Rows for every model of the experiment (or the one named), with the device they were timed on."""
+    specs = [m for m in exp.models if model in (None, m.name)]
+    if not specs:
+        from vadbench.errors import ConfigError
+
+        raise ConfigError(f"{exp.source}: no model {model!r}; models: {[m.name for m in exp.models]}")
+    device = resolve_device(options.device)
+    rows = []
+    for spec in specs:
+        log.info("timing %s (%s, %d px) on %s", spec.name, spec.kind, spec.image_size, device)
+        rows += time_model(spec, options, device)
+    table = pd.DataFrame(rows)
+    table.insert(1, "device", device.type)
+    table.insert(2, "device_name", device_name(device))
+    sizes = {m.name: getattr(m.settings, "model_size", "") for m in exp.models}
+    table.insert(4, "model_size", [sizes[name] for name in table["model"]])
+    return table
