@@ -79,6 +79,12 @@ def test_run_files_agree(finished, model):
     assert timing["pipeline_img_per_s"] == pytest.approx(timing["test_images"] / timing["test_seconds"])
     assert timing["model_latency_ms_p90"] >= timing["model_latency_ms_median"] > 0
     assert timing["model_img_per_s"] > 0 and timing["fit_seconds"] > 0
+    assert timing["harness_ms_per_image"] == pytest.approx(
+        1e3 / timing["pipeline_img_per_s"] - 1e3 / timing["model_img_per_s"])
+    assert all(timing[f"peak_mem_mb_{phase}"] > 0 for phase in ("training", "scoring", "timing"))
+    for key in ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1"):  # intervals beside every estimate
+        assert metrics[f"{key}_ci_low"] <= metrics[key] + 1e-9 and metrics[key] <= metrics[f"{key}_ci_high"] + 1e-9, key
+    assert metrics["ci_method"].startswith("BCa bootstrap, 1000 resamples")
     assert record["training"]["steps_run"] == 2
     assert record["environment"]["device"] == "cpu" and record["environment"]["anomalib_version"] == "2.7.0"
     assert record["config"]["model"]["name"] == model

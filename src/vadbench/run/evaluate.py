@@ -25,7 +25,7 @@ from vadbench import records
 from vadbench.config import RunSpec
 from vadbench.data import datamodules
 from vadbench.models import build as models
-from vadbench.run import figures, metrics, timing
+from vadbench.run import figures, metrics, timing, uncertainty
 from vadbench.run.environment import environment_info, resolve_device
 from vadbench.run.progress import Progress, TrainingProgress
 
@@ -186,6 +186,8 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
         test = score_loader(module, datamodule.test_dataloader(), device, what="test images")
     result_metrics = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
+    result_metrics.update(uncertainty.intervals(test.labels, test.scores, test.masks, test.maps, thresholds.image,
+                                                thresholds.pixel, run.seed, result_metrics["pixel_auroc"]))
     stage("timing")
     shape = (3, run.model.image_size, run.model.image_size)
     model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,

@@ -1,0 +1,168 @@
+"""95 % bootstrap intervals for a run's metrics: resample test images (stratified by label), recompute, and
+take BCa percentiles (bias-corrected and accelerated, the acceleration from a leave-one-image-out
+jackknife): `<metric>_ci_low` / `<metric>_ci_high` in the record, the method in `ci_method`. Plain
+percentiles under-cover at MVTec's test sizes (about 90 % for a nominal 95 % on 90 images); BCa reaches
+the nominal coverage (tests/test_uncertainty.py simulates it).
+
+Image metrics are recomputed exactly on each resample (ranks for AUROC, sorted scores for F1-max).
+Pixel metrics resample whole images with their maps, through per-image sufficient statistics: each image's
+normal and anomalous pixel counts in HIST_BINS bins of the map value (bin edges: quantiles of all test
+pixels, with the pixel threshold as an edge) and its counts above the pixel threshold; a resample sums the
+rows of its images, so 1,000 resamples cost one matrix product instead of 1,000 passes over every pixel.
+Pixel AUROC and F1-max from histograms are exact up to ties within a bin (the full-data difference is
+recorded as `ci_pixel_binning_error`). AU-PRO (per-region overlaps) gets no interval.
+"""
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+RESAMPLES = 1000
+LEVEL = 0.95
+HIST_BINS = 1000
+METHOD = f"BCa bootstrap, {RESAMPLES} resamples of test images stratified by label, seeded by the run"
+
+
+def auroc_from_scores(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mann-Whitney AUROC with midranks for ties; NaN with one class."""
+    pos = labels.astype(bool)
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def f1_max_from_scores(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Best F1 over thresholds (predict `score >= t` at each distinct score); NaN without positives."""
+    pos = labels.astype(bool)
+    if not pos.any():
+        return math.nan
+    order = np.argsort(-scores, kind="mergesort")
+    s, hit = scores[order], pos[order]
+    last = np.r_[s[1:] != s[:-1], True]  # the last index of each distinct score: predict it and above
+    tp = np.cumsum(hit)[last]
+    fp = np.cumsum(~hit)[last]
+    return float(np.max(2 * tp / (tp + fp + pos.sum())))
+
+
+def f1_at(labels: np.ndarray, predicted: np.ndarray) -> float:
+    tp = float((labels & predicted).sum())
+    denominator = float(labels.sum() + predicted.sum())
+    return 2 * tp / denominator if labels.any() else math.nan
+
+
+def stratified_indices(labels: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, N) image indices, each resample drawing as many normal and anomalous images as the test set."""
+    groups = [np.flatnonzero(labels == value) for value in (0, 1)]
+    parts = [g[rng.integers(0, len(g), size=(resamples, len(g)))] for g in groups if len(g)]
+    return np.concatenate(parts, axis=1)
+
+
+def bca_interval(boot: np.ndarray, theta: float, jack: np.ndarray) -> tuple[float, float]:
+    """The LEVEL BCa interval of bootstrap values around the estimate theta, given its jackknife values."""
+    boot, jack = boot[np.isfinite(boot)], jack[np.isfinite(jack)]
+    if len(boot) == 0 or not math.isfinite(theta):
+        return math.nan, math.nan
+    unit = NormalDist()
+    below = (np.sum(boot < theta) + 0.5 * np.sum(boot == theta)) / len(boot)
+    z0 = unit.inv_cdf(min(max(below, 0.5 / len(boot)), 1 - 0.5 / len(boot)))
+    spread = jack.mean() - jack if len(jack) else np.zeros(1)
+    denominator = 6 * float((spread**2).sum()) ** 1.5
+    a = float((spread**3).sum()) / denominator if denominator > 0 else 0.0
+    quantiles = []
+    for tail in ((1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2):
+        z = unit.inv_cdf(tail)
+        quantiles.append(100 * unit.cdf(z0 + (z0 + z) / (1 - a * (z0 + z))))
+    low, high = np.percentile(boot, quantiles)
+    return float(low), float(high)
+
+
+def _jackknife(labels: np.ndarray, scores: np.ndarray, statistic) -> np.ndarray:
+    keep = np.ones(len(labels), bool)
+    values = []
+    for i in range(len(labels)):
+        keep[i] = False
+        values.append(statistic(labels[keep], scores[keep]))
+        keep[i] = True
+    return np.array(values)
+
+
+def image_intervals(labels: np.ndarray, scores: np.ndarray, threshold: float, seed: int,
+                    resamples: int = RESAMPLES) -> dict[str, float]:
+    """Intervals of image_auroc, image_f1 (at the fitted threshold) and image_f1_max."""
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
+    draws = stratified_indices(labels, resamples, np.random.default_rng(seed))
+    statistics = {"image_auroc": auroc_from_scores, "image_f1_max": f1_max_from_scores,
+                  "image_f1": lambda y, s: f1_at(y.astype(bool), s > threshold)}
+    out = {}
+    for name, statistic in statistics.items():
+        boot = np.array([statistic(labels[idx], scores[idx]) for idx in draws])
+        interval = bca_interval(boot, statistic(labels, scores), _jackknife(labels, scores, statistic))
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval
+    return out
+
+
+def pixel_statistics(masks: np.ndarray, maps: np.ndarray, threshold: float,
+                     bins: int = HIST_BINS) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per image: counts of normal and of anomalous pixels in each map-value bin (N × K each), and the index
+    of the last bin at or below the pixel threshold (bins above it are predicted anomalous)."""
+    maps = np.asarray(maps, dtype=np.float32)
+    masks = np.asarray(masks).astype(bool)
+    flat = maps.reshape(-1)
+    inner = np.quantile(flat[:: max(1, flat.size // 2_000_000)], np.linspace(0, 1, bins + 1)[1:-1])  # ≤ 2M samples
+    edges = np.unique(np.r_[inner, np.float32(threshold)].astype(np.float64))
+    k = len(edges) + 1
+    neg, pos = np.zeros((len(maps), k), np.int64), np.zeros((len(maps), k), np.int64)
+    for i, (mask, amap) in enumerate(zip(masks, maps, strict=True)):
+        index = np.searchsorted(edges, amap.astype(np.float64).ravel(), side="left")  # v <= edge -> at or below
+        truth = mask.ravel()
+        neg[i] = np.bincount(index[~truth], minlength=k)
+        pos[i] = np.bincount(index[truth], minlength=k)
+    return neg, pos, int(np.searchsorted(edges, threshold, side="left"))
+
+
+def histogram_metrics(neg: np.ndarray, pos: np.ndarray, at: int) -> dict[str, np.ndarray]:
+    """Pixel AUROC, F1 at the threshold and F1-max of summed histograms (rows: resamples; bins ascending)."""
+    n_neg, n_pos = neg.sum(axis=1).astype(float), pos.sum(axis=1).astype(float)
+    below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auroc = (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+        tp = np.cumsum(pos[:, ::-1], axis=1)[:, ::-1]  # predicted anomalous: this bin and above
+        fp = np.cumsum(neg[:, ::-1], axis=1)[:, ::-1]
+        f1 = 2 * tp / (tp + fp + n_pos[:, None])
+        above_tp, above_fp = (tp[:, at + 1], fp[:, at + 1]) if at + 1 < tp.shape[1] else (0 * n_pos, 0 * n_pos)
+        f1_at_threshold = 2 * above_tp / (above_tp + above_fp + n_pos)
+    undefined = (n_pos == 0) | (n_neg == 0)
+    return {"pixel_auroc": np.where(undefined, np.nan, auroc),
+            "pixel_f1": np.where(n_pos == 0, np.nan, f1_at_threshold),
+            "pixel_f1_max": np.where(n_pos == 0, np.nan, np.nanmax(f1, axis=1))}
+
+
+def intervals(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray, maps: np.ndarray, image_threshold: float,
+              pixel_threshold: float, seed: int, exact_pixel_auroc: float = math.nan,
+              resamples: int = RESAMPLES) -> dict[str, float | str]:
+    """Every metric's interval (record fields `<metric>_ci_low/_ci_high`), the method, and the binning error."""
+    labels = np.asarray(labels).astype(int)
+    out: dict[str, float | str] = image_intervals(labels, scores, image_threshold, seed, resamples)
+    neg, pos, at = pixel_statistics(masks, maps, pixel_threshold)
+    draws = stratified_indices(labels, resamples, np.random.default_rng(seed + 1))
+    weights = np.zeros((resamples, len(labels)))
+    np.add.at(weights, (np.repeat(np.arange(resamples), draws.shape[1]), draws.ravel()), 1)
+    boot = histogram_metrics(weights @ neg, weights @ pos, at)
+    total_neg, total_pos = neg.sum(axis=0, keepdims=True), pos.sum(axis=0, keepdims=True)
+    full = histogram_metrics(total_neg, total_pos, at)
+    jack = histogram_metrics(total_neg - neg, total_pos - pos, at)  # leave one image out: its rows subtracted
+    for name, values in boot.items():
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bca_interval(values, float(full[name][0]), jack[name])
+    error = abs(float(full["pixel_auroc"][0]) - exact_pixel_auroc)
+    out["ci_pixel_binning_error"] = error if math.isfinite(exact_pixel_auroc) else math.nan
+    out["ci_method"] = METHOD + f"; pixel metrics from per-image {HIST_BINS}-bin histograms; no interval for pixel_aupro"
+    return out
