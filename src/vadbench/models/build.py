@@ -91,10 +91,8 @@ def _build_draem(params: DraemParams, size: tuple[int, int], common: dict) -> Bu
         source = "perlin-only"
         module.augmenter = PerlinAnomalyGenerator(anomaly_source_path=None, blend_factor=params.beta)
     else:
-        folder = Path(params.anomaly_source)
-        n = _require_images(folder, "DRÆM anomaly source", _DTD_FIX)
-        module.augmenter = PerlinAnomalyGenerator(anomaly_source_path=folder, blend_factor=params.beta)
-        source = f"dir:{folder} ({n} images)"
+        module.augmenter = draem_source(Path(params.anomaly_source), params.beta)
+        source = f"dir:{params.anomaly_source} ({len(module.augmenter.anomaly_source_paths)} images)"
     return BuiltModel(module, "Draem", {"anomaly_source": source})
 
 
@@ -111,12 +109,28 @@ def _build_efficientad(params: EfficientAdParams, size: tuple[int, int], common:
     return BuiltModel(module, "EfficientAd", {"teacher": teacher_label, "penalty_images": f"{imagenet} ({n_penalty} images)"})
 
 
+def draem_source(folder: Path, beta: tuple[float, float]) -> PerlinAnomalyGenerator:
+    """anomalib's anomaly generator on a texture folder; InputMissingError when the generator itself finds no file.
+
+    The count that matters is the generator's own list: it globs lower-case suffixes only.
+    """
+    _require_images(folder, "DRÆM anomaly source", _DTD_FIX)
+    generator = PerlinAnomalyGenerator(anomaly_source_path=folder, blend_factor=beta)
+    if not generator.anomaly_source_paths:
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        raise InputMissingError(f"DRÆM anomaly source {folder}: anomalib's generator reads no file there: it takes "
+                                f"only names ending in {', '.join(IMG_EXTENSIONS)} (lower case); rename the files "
+                                "(e.g. .JPG to .jpg), or set models[].params.anomaly_source to 'perlin'")
+    return generator
+
+
 def check_inputs(spec: ModelSpec) -> None:
     """Raise InputMissingError before any training when a model's outside inputs are missing."""
     params = spec.settings
     if isinstance(params, DraemParams):
         if params.anomaly_source != "perlin":
-            _require_images(Path(params.anomaly_source), "DRÆM anomaly source", _DTD_FIX)
+            draem_source(Path(params.anomaly_source), params.beta)
     elif isinstance(params, (PatchcoreParams, PadimParams)):
         backbones.parse(params.backbone)
     elif isinstance(params, EfficientAdParams):
