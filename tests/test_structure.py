@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "vadbench"
 MAX_LINES = 400
 #: Parts that must import without torch or anomalib: a report builds on a laptop that has neither.
-TORCH_FREE = ("vadbench.config", "vadbench.strict", "vadbench.records", "vadbench.errors", "vadbench.paths",
+TORCH_FREE = ("vadbench.config", "vadbench.strict", "vadbench.stats", "vadbench.records", "vadbench.errors", "vadbench.paths",
               "vadbench.report.tables", "vadbench.report.breakdowns", "vadbench.report.figures",
               "vadbench.report.references", "vadbench.report.export", "vadbench.report.build",
               "vadbench.report.markdown", "vadbench.launch.runner", "vadbench.launch.kaggle", "vadbench.data.registry")

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
-from vadbench.run import uncertainty as u
+from vadbench import stats as u
 
 
 def test_auroc_and_f1_max_match_sklearn_with_ties():

@@ -15,7 +15,8 @@ from matplotlib.ticker import FuncFormatter
 
 from vadbench.records import FIGURE_FILE, IDENTITY, METRICS
 from vadbench.report import breakdowns as report_tables
-from vadbench.report.tables import comparison_table, is_ok, per_category_table, with_columns
+from vadbench.report.frames import is_ok, with_columns
+from vadbench.report.tables import comparison_table, per_category_table
 
 METRIC_LABELS = {
     "image_auroc": "image AUROC",

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from vadbench import records
-from vadbench.report.tables import comparison_table, is_ok, load_frame
+from vadbench.report.frames import is_ok
+from vadbench.report.tables import comparison_table, load_frame
 
 COLUMNS = ("model", "n_categories", "image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "pixel_aupro",
            "img_per_s", "model_img_per_s")

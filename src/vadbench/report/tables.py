@@ -26,7 +26,9 @@ from vadbench.errors import ReportError
 from vadbench.records import GROUP, IDENTITY, METRICS, load_records, records_frame
 from vadbench.report import breakdowns as report_tables
 from vadbench.report import references
+from vadbench.report.frames import is_ok, with_columns
 from vadbench.report.speed import like_with_like, speed_summary
+from vadbench.report.uncertainty import answer_tables
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ TABLE_FILES = {
     "config_check": "config_check.csv",
     "references": "references.csv",
     "speed": "speed.csv",
+    "answer_means": "answer_means.csv",
+    "answer_differences": "answer_differences.csv",
 }
 # --------------------------------------------------------------------------------------------
 # tables
@@ -73,15 +77,6 @@ def load_frame(runs_dir: Path | str) -> pd.DataFrame:
     return records_frame(records)
 
 
-def with_columns(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> pd.DataFrame:
-    """Copy of `frame` that has every column; a missing column is all-NaN, never zero."""
-    frame = frame.copy()
-    for column in columns:
-        if column not in frame.columns:
-            frame[column] = np.nan
-    return frame
-
-
 def _numeric(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> pd.DataFrame:
     """Coerce columns to float; None and non-numbers become NaN."""
     for column in columns:
@@ -97,11 +92,6 @@ def _ratio(numerator: Any, denominator: Any) -> Any:
     if pd.isna(numerator) or pd.isna(denominator) or denominator <= 0:
         return np.nan
     return float(numerator) / float(denominator)
-
-
-def is_ok(frame: pd.DataFrame) -> pd.Series:
-    status = frame["status"] if "status" in frame.columns else pd.Series(pd.NA, index=frame.index)
-    return status.astype("string").eq("ok").fillna(False).astype(bool)
 
 
 def per_category_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -279,6 +269,7 @@ def report_tables_for(frame: pd.DataFrame, reference_paths: list[Path | str] = (
         "config_check": report_tables.config_check(frame),
         "references": reference_table(frame, reference_paths),
         "speed": speed_summary(frame),
+        **answer_tables(frame),
     }
 
 

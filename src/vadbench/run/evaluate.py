@@ -21,11 +21,11 @@ from anomalib.callbacks.checkpoint import ModelCheckpoint
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
-from vadbench import records
+from vadbench import records, stats
 from vadbench.config import RunSpec
 from vadbench.data import datamodules
 from vadbench.models import build as models
-from vadbench.run import figures, metrics, timing, uncertainty
+from vadbench.run import figures, metrics, timing
 from vadbench.run.environment import environment_info, resolve_device
 from vadbench.run.progress import Progress, TrainingProgress
 
@@ -186,7 +186,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
         test = score_loader(module, datamodule.test_dataloader(), device, what="test images")
     result_metrics = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
-    result_metrics.update(uncertainty.intervals(test.labels, test.scores, test.masks, test.maps, thresholds.image,
+    result_metrics.update(stats.intervals(test.labels, test.scores, test.masks, test.maps, thresholds.image,
                                                 thresholds.pixel, run.seed, result_metrics["pixel_auroc"]))
     stage("timing")
     shape = (3, run.model.image_size, run.model.image_size)

@@ -1,4 +1,6 @@
-"""95 % bootstrap intervals for a run's metrics: resample test images (stratified by label), recompute, and
+"""Statistics shared by a run and the report (numpy only): rank AUROC, F1-max, and 95 % bootstrap intervals.
+
+A run's metrics get intervals here: resample test images (stratified by label), recompute, and
 take BCa percentiles (bias-corrected and accelerated, the acceleration from a leave-one-image-out
 jackknife): `<metric>_ci_low` / `<metric>_ci_high` in the record, the method in `ci_method`. Plain
 percentiles under-cover at MVTec's test sizes (about 90 % for a nominal 95 % on 90 images); BCa reaches
