@@ -254,7 +254,7 @@ def test_visa_is_never_downloaded(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name, runs", [
     ("study_baseline", 2 * (15 + 12 + 4)), ("study_undersample", 2 * (15 + 12 + 4)),
-    ("study_wfdd_tuned", 4), ("paper_recipes", 3 * 15),
+    ("study_wfdd_tuned", 4), ("paper_recipes", 3 * 15), ("study_replay", 2 * (15 + 12 + 3)),
 ])
 def test_experiment_files_dry_run(full, tmp_path, monkeypatch, caplog, name, runs):
     for kind in ("mvtec_ad", "visa", "wfdd"):
@@ -267,6 +267,11 @@ def test_experiment_files_dry_run(full, tmp_path, monkeypatch, caplog, name, run
     assert "model input missing" in caplog.text and result.exit_code == 1
     if name == "study_undersample":  # WFDD replica: 10 normal -> 2 held out -> half of 8 trained on
         assert "wfdd/grey_cloth seed0  root=" in caplog.text and "train=4 val=2" in caplog.text
+    if name == "study_replay":  # the study's test counts: MVTec's full test sets, VisA's halves, WFDD's three
+        assert "draem mvtec_ad/bottle seed0  root=" in caplog.text and "train=209 val=83 test=83 " in caplog.text
+        assert "draem visa/candle seed0" in caplog.text and "train=900 val=100 test=100 " in caplog.text
+        assert "train=542 val=80 test=80 " in caplog.text  # capsules: 60 good + 100 defect, halved per label
+        assert "wfdd/grey_cloth" not in caplog.text and "train=10 val=7 test=7 " in caplog.text
     assert not (tmp_path / "out").exists()
 
 

@@ -245,3 +245,24 @@ def test_bad_inputs_raise():
         compute_metrics(labels + 1, scores, masks, maps, THRESH)
     with pytest.raises(ValueError):
         Thresholds(math.nan, 0.5, "test")
+
+
+def test_replay_thresholds_are_anomalibs_adaptive_f1_thresholds():
+    """study_replay's thresholds: the value that maximises F1 of `score >= t` on the validation images, as
+    anomalib's F1AdaptiveThreshold (its default) picks it; checked by brute force over every candidate."""
+    from vadbench.run.metrics import adaptive_thresholds
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 60)
+    scores = rng.normal(labels * 1.2, 1.0)
+    masks = rng.random((6, 8, 8)) < 0.2
+    maps = (rng.normal(0, 1, masks.shape) + masks).astype(np.float32)
+
+    def brute(values, target):
+        f1 = [(2 * np.sum((values >= t) & target)) / (np.sum(values >= t) + np.sum(target)) for t in np.unique(values)]
+        return float(np.unique(values)[int(np.argmax(f1))])
+
+    found = adaptive_thresholds(labels, scores, masks, maps, "the test set")
+    assert found.image == pytest.approx(brute(scores, labels.astype(bool)), abs=1e-6)
+    assert found.pixel == pytest.approx(brute(maps.ravel(), masks.ravel()), abs=1e-6)
+    assert found.method == "anomalib F1AdaptiveThreshold on the test set"

@@ -145,14 +145,29 @@ class DatasetSpec:
     categories: list[str]
     root: str = ""
     train_ratio: float = 1.0
+    val_source: Literal["", "train", "test", "test_half"] = ""  # "": the experiment's evaluation.val_source
+
+
+#: Fields added after records existed: left at these defaults they stay out of the run config, so the
+#: config hashes of older records hold.
+ADDED_DEFAULTS = {"protocol": "honest", "val_source": ""}
 
 
 @dataclass(frozen=True)
 class EvaluationSpec:
-    """Held-out split, thresholds and timing settings shared by every run of an experiment."""
+    """Held-out split, thresholds and timing settings shared by every run of an experiment.
+
+    val_source: where the validation images (thresholds, EfficientAD's map normalisation) come from:
+    `train` (held out from the normal training images: never the test set), `test` (anomalib's default:
+    the test set itself) or `test_half` (half of each test set, seeded and label-aware; the other half is
+    tested); the last two only to replay studies that used them. A dataset may set its own.
+    protocol: `honest` (thresholds: quantiles of validation scores) or `study_replay` (anomalib's adaptive
+    F1 threshold on the validation set, as its defaults do); recorded in every record.
+    """
 
     val_ratio: float = 0.2
-    val_source: Literal["train", "test"] = "train"  # test: anomalib's default (validation = test set), for comparison only
+    val_source: Literal["train", "test", "test_half"] = "train"
+    protocol: Literal["honest", "study_replay"] = "honest"
     eval_batch_size: int = 8
     num_workers: int = 0
     image_threshold_quantile: float = 1.0
@@ -216,16 +231,21 @@ class RunSpec:
             "experiment": self.experiment,
             "model": self.model.as_config(),
             "model_params": dataclasses.asdict(self.model.settings),
-            "dataset": {"name": self.dataset.name, "kind": self.dataset.kind, "root": self.dataset.root,
-                        "train_ratio": self.dataset.train_ratio},
+            "dataset": _without_added({"name": self.dataset.name, "kind": self.dataset.kind, "root": self.dataset.root,
+                                       "train_ratio": self.dataset.train_ratio, "val_source": self.dataset.val_source}),
             "category": self.category,
             "seed": self.seed,
             "device": self.device,
-            "evaluation": dataclasses.asdict(self.evaluation),
+            "evaluation": _without_added(dataclasses.asdict(self.evaluation)),
         }
         if self.speed != SpeedSpec():
             config["speed"] = dataclasses.asdict(self.speed)
         return config
+
+    @property
+    def val_source(self) -> str:
+        """Where this run's validation images come from: the dataset's setting, else the experiment's."""
+        return self.dataset.val_source or self.evaluation.val_source
 
     @property
     def config_hash(self) -> str:
@@ -237,6 +257,11 @@ class RunSpec:
     def label(self) -> str:
         """Human-readable run name."""
         return f"{self.model.name} {self.dataset.name}/{self.category} seed{self.seed}"
+
+
+def _without_added(section: dict[str, Any]) -> dict[str, Any]:
+    """A config section without the ADDED_DEFAULTS fields that are at their default."""
+    return {k: v for k, v in section.items() if not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
 
 
 def load_experiment(path: Path | str) -> Experiment:

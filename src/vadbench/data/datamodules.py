@@ -24,6 +24,8 @@ from vadbench.errors import DatasetError
 log = logging.getLogger(__name__)
 
 FOLDER_TEST_RATIO = 0.2  # share of good/ held out as normal test images when a folder has no test_good/
+#: Our val_source -> anomalib's val_split_mode (test_half: anomalib's label-aware, seeded split of the test set).
+VAL_SPLIT_MODES = {"train": "from_train", "test": "same_as_test", "test_half": "from_test"}
 FIX_HINT = {kind: info(kind).unpack for kind in DATASET_KINDS}
 
 
@@ -80,9 +82,10 @@ def undersampled_count(n: int, train_ratio: float) -> int:
 class SplitPlan:
     """Image counts a run will use, computed from the normal training images found on disk."""
 
-    val_images: int  # normal training images held out for thresholds / map normalisation
+    val_images: int  # images held out for thresholds / map normalisation (from train, or from test)
     available: int  # normal training images left after the hold-out (before undersampling)
     train_images: int  # after the validation hold-out and undersampling
+    test_images: int | None = None  # images scored (None when the check does not count them)
 
 
 def plan_split(dataset: DatasetSpec, category: str, val_ratio: float, val_source: str,
@@ -97,14 +100,34 @@ def plan_split(dataset: DatasetSpec, category: str, val_ratio: float, val_source
             n = _split_sizes(n, FOLDER_TEST_RATIO)[0]
     else:
         n = len(images_in(Path(dataset.root) / category / "train" / "good"))
-    kept, val = _split_sizes(n, val_ratio) if val_source == "train" else (n, 0)
+    kept, val = _split_sizes(n, val_ratio) if val_source == "train" else (n, 0)  # test sources hold out no train image
+    test = _test_count(check)
+    if val_source != "train" and test is not None:
+        val, test = _validation_from_test(check, val_source)
     train = undersampled_count(kept, dataset.train_ratio)
     if train == 0 and n > 0:  # n == 0 is a layout error, reported by the check
         raise DatasetError(
             f"dataset '{dataset.name}' category '{category}': no training image left ({n} normal images, "
             f"{val} held out for validation, train_ratio {dataset.train_ratio} of {kept} keeps 0); "
             f"raise datasets[{dataset.name}].train_ratio or lower evaluation.val_ratio")
-    return SplitPlan(val_images=val, available=kept, train_images=train)
+    return SplitPlan(val_images=val, available=kept, train_images=train, test_images=test)
+
+
+def _test_count(check: layouts.CategoryCheck | None) -> int | None:
+    """Test images of a checked category (good + defect), None without counts."""
+    if check is None or check.counts is None:
+        return None
+    return check.counts[1] + check.counts[2]
+
+
+def _validation_from_test(check: layouts.CategoryCheck, val_source: str) -> tuple[int, int]:
+    """(validation, tested) images when validation comes from the test set: all of it (`test`, tested too), or
+    anomalib's label-aware half (`test_half`: per label, the floor half is validation, the rest tested)."""
+    good, defect = check.counts[1], check.counts[2]
+    if val_source == "test":
+        return good + defect, good + defect
+    tested = _split_sizes(good, 0.5)[0] + _split_sizes(defect, 0.5)[0]
+    return good + defect - tested, tested
 
 
 # ---- datamodules ----------------------------------------------------------------------------------
@@ -141,8 +164,8 @@ def build_datamodule(run: RunSpec, train_batch_size: int) -> Any:
         "train_batch_size": train_batch_size,
         "eval_batch_size": run.evaluation.eval_batch_size,
         "num_workers": run.evaluation.num_workers,
-        "val_split_mode": "from_train" if run.evaluation.val_source == "train" else "same_as_test",
-        "val_split_ratio": run.evaluation.val_ratio,
+        "val_split_mode": VAL_SPLIT_MODES[run.val_source],
+        "val_split_ratio": 0.5 if run.val_source == "test_half" else run.evaluation.val_ratio,
         "seed": run.seed,
     }
     cls, kwargs = _datamodule_class(run.dataset, run.category)

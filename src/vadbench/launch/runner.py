@@ -53,7 +53,7 @@ def check_datasets(exp: Experiment) -> dict[tuple[str, str], object]:
         for category in ds.categories:
             check = data.validate_category(ds, category)
             plans[ds.name, category] = data.plan_split(ds, category, exp.evaluation.val_ratio,
-                                                       exp.evaluation.val_source, check)
+                                                       ds.val_source or exp.evaluation.val_source, check)
     return plans
 
 
@@ -164,8 +164,9 @@ def _dry_run(exp: Experiment, runs: list[RunSpec], output_root: Path) -> BatchRe
     for index, run in enumerate(runs, start=1):
         plan = plans[run.dataset.name, run.category]
         state = "done" if records.is_finished(run_dir_of(run, output_root), run.config_hash) else "to run"
-        log.info("[%d/%d] %s  root=%s  train=%d val=%d (%s)", index, len(runs), run.label, run.dataset.root,
-                 plan.train_images, plan.val_images, state)
+        tested = "?" if plan.test_images is None else plan.test_images
+        log.info("[%d/%d] %s  root=%s  train=%d val=%d test=%s (%s)", index, len(runs), run.label, run.dataset.root,
+                 plan.train_images, plan.val_images, tested, state)
     for problem in missing:
         log.error("model input missing (runs would fail before training): %s", problem)
     log.info("dry run of %s: %d runs; dataset roots checked: %s; model inputs %s", exp.name, len(runs),

@@ -165,6 +165,19 @@ def train_and_evaluate(run: RunSpec, run_dir: Path | str | None = None) -> RunRe
         raise
 
 
+VAL_NAMES = {"train": "held-out train images", "test": "the test set (anomalib's same_as_test)",
+             "test_half": "half of the test set (anomalib's from_test)"}
+
+
+def fit_thresholds(run: RunSpec, val: Scored) -> metrics.Thresholds:
+    """Thresholds on the validation images as the run's protocol says; the method names what really happened."""
+    where = VAL_NAMES[run.val_source]
+    if run.evaluation.protocol == "study_replay":
+        return metrics.adaptive_thresholds(val.labels, val.scores, val.masks, val.maps, where)
+    return metrics.fit_thresholds(val.scores, val.maps, run.evaluation.image_threshold_quantile,
+                                  run.evaluation.pixel_threshold_quantile, where)
+
+
 def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     device = stage.device = resolve_device(run.device)
     seed_everything(run.seed, workers=True, verbose=False)
@@ -181,8 +194,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     if built.model_class == "EfficientAd":
         fit_map_normalisation(module, datamodule.val_dataloader(), device)
     val = score_loader(module, datamodule.val_dataloader(), device)
-    thresholds = metrics.fit_thresholds(val.scores, val.maps, run.evaluation.image_threshold_quantile,
-                                        run.evaluation.pixel_threshold_quantile)
+    thresholds = fit_thresholds(run, val)
     with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
         test = score_loader(module, datamodule.test_dataloader(), device, what="test images")
     result_metrics = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
@@ -196,7 +208,8 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     stage("done")
     pipeline = timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size)
     record = {
-        "status": "ok", "error": None, **records.identity(run), "model_class": built.model_class,
+        "status": "ok", "error": None, **records.identity(run), "protocol": run.evaluation.protocol,
+        "model_class": built.model_class,
         "metrics": result_metrics,
         "timing": {"fit_seconds": fit_clock.seconds, **pipeline, **model_times,
                    "harness_ms_per_image": timing.harness_ms_per_image(pipeline, model_times),
@@ -246,8 +259,8 @@ def _flops(model: torch.nn.Module, shape: tuple[int, int, int], device: torch.de
         return None
 def split_facts(run: RunSpec, datamodule: Any) -> dict[str, Any]:
     """Where thresholds were fitted, the split and undersampling settings and the resulting image counts."""
-    held_out = run.evaluation.val_source == "train"
-    return {"val_source": run.evaluation.val_source, "val_ratio": run.evaluation.val_ratio if held_out else None,
+    held_out = run.val_source == "train"
+    return {"val_source": run.val_source, "val_ratio": run.evaluation.val_ratio if held_out else None,
             "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **datamodules.split_counts(datamodule)}
 
 

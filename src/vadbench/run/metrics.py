@@ -65,20 +65,38 @@ def fit_thresholds(
     val_maps: np.ndarray,
     image_quantile: float = 1.0,
     pixel_quantile: float = 0.999,
+    where: str = "held-out train images",
 ) -> Thresholds:
-    """Thresholds from held-out NORMAL training images only (no test data): the given quantiles of
-    the validation image scores and of all validation map pixels (numpy's linear quantile)."""
+    """Thresholds from validation images (held-out NORMAL training images unless `where` says otherwise): the
+    given quantiles of the validation image scores and of all validation map pixels (numpy's linear quantile)."""
     for name, q in (("image_quantile", image_quantile), ("pixel_quantile", pixel_quantile)):
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {q}")
     scores = _finite_array(val_scores, "val_scores")
     maps = _finite_array(val_maps, "val_maps")
-    method = f"quantile(image={float(image_quantile)},pixel={float(pixel_quantile)}) of held-out train images"
+    method = f"quantile(image={float(image_quantile)},pixel={float(pixel_quantile)}) of {where}"
     return Thresholds(
         image=float(np.quantile(scores, image_quantile)),
         pixel=float(np.quantile(maps, pixel_quantile)),
         method=method,
     )
+
+
+def adaptive_thresholds(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray, maps: np.ndarray,
+                        where: str) -> Thresholds:
+    """anomalib's adaptive F1 thresholds (its defaults' choice) on validation images: the image threshold that
+    maximises image F1, the pixel threshold that maximises F1 over all validation pixels."""
+    from anomalib.metrics.threshold.f1_adaptive_threshold import _F1AdaptiveThreshold
+
+    def best(values: np.ndarray, target: np.ndarray) -> float:
+        metric = _F1AdaptiveThreshold()
+        metric.update(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(-1),
+                      torch.from_numpy(np.ascontiguousarray(target).astype(np.int64)).reshape(-1))
+        return float(metric.compute())
+
+    image = best(_finite_array(scores, "val_scores"), np.asarray(labels))
+    pixel = best(_finite_array(maps, "val_maps"), np.asarray(masks))
+    return Thresholds(image=image, pixel=pixel, method=f"anomalib F1AdaptiveThreshold on {where}")
 
 
 def _finite_array(values: np.ndarray, name: str) -> np.ndarray:
