@@ -271,7 +271,7 @@ def test_experiment_files_dry_run(full, tmp_path, monkeypatch, caplog, name, run
         assert "draem mvtec_ad/bottle seed0  root=" in caplog.text and "train=209 val=83 test=83 " in caplog.text
         assert "draem visa/candle seed0" in caplog.text and "train=900 val=100 test=100 " in caplog.text
         assert "train=542 val=80 test=80 " in caplog.text  # capsules: 60 good + 100 defect, halved per label
-        assert "wfdd/grey_cloth" not in caplog.text and "train=10 val=7 test=7 " in caplog.text
+        assert "wfdd/grey_cloth" not in caplog.text and "train=10 val=3 test=4 " in caplog.text  # 3 + 4 halved
     assert not (tmp_path / "out").exists()
 
 
