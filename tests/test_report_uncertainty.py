@@ -12,13 +12,13 @@ from vadbench.report import uncertainty
 CATEGORIES = ("c1", "c2")
 
 
-def write_run(root, experiment, model, category, labels, scores, pixel=(0.8, 0.75, 0.85)):
-    folder = run_dir(root, experiment, model, "ds", category, 0)
+def write_run(root, experiment, model, category, labels, scores, pixel=(0.8, 0.75, 0.85), dataset="ds"):
+    folder = run_dir(root, experiment, model, dataset, category, 0)
     folder.mkdir(parents=True)
     paths = [f"/data/{category}/{i}.png" for i in range(len(labels))]
     pd.DataFrame({"path": paths, "label": labels, "defect_type": "x", "score": scores,
                   "predicted": 0}).to_csv(folder / "scores.csv", index=False)
-    write_record(folder, {"status": "ok", "experiment": experiment, "model": model, "dataset": "ds",
+    write_record(folder, {"status": "ok", "experiment": experiment, "model": model, "dataset": dataset,
                           "category": category, "seed": 0,
                           "metrics": {"image_auroc": roc_auc_score(labels, scores), "pixel_auroc": pixel[0],
                                       "pixel_auroc_ci_low": pixel[1], "pixel_auroc_ci_high": pixel[2]}})
@@ -57,3 +57,20 @@ def test_differences_say_which_are_real(study):
     assert real["ci_high"] < 0 and real["verdict"] == "strong higher"
     same = diffs.loc[("exp: twin", "exp: weak")]  # identical scores: a difference of exactly 0
     assert same["delta"] == 0 and same["verdict"] == "within noise"
+
+
+def test_the_studys_conclusions_are_checked_on_the_records(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(30, int), np.ones(40, int)]
+    weak, sharp = rng.normal(labels * 0.3, 1.0), labels * 5.0 + rng.normal(0, 0.1, len(labels))
+    for dataset in ("mvtec_ad", "wfdd"):
+        for category in CATEGORIES:
+            write_run(tmp_path, "study_baseline", "draem", category, labels, weak, dataset=dataset)
+            write_run(tmp_path, "study_baseline", "efficientad_s", category, labels, sharp, dataset=dataset)
+            write_run(tmp_path, "study_undersample", "efficientad_s", category, labels, sharp, dataset=dataset)
+    tables = uncertainty.answer_tables(records_frame(load_records(tmp_path)))
+    claims = tables["study_claims"].set_index("claim")["check"]
+    assert claims["EfficientAD beats DRÆM on MVTec AD"] == "supported"
+    assert claims["On WFDD DRÆM leads image AUROC"] == "contradicted"  # here EfficientAD leads, beyond noise
+    assert claims["EfficientAD beats DRÆM on VisA"].startswith("not run")
+    assert claims["Undersampling costs EfficientAD at most ~5 % on mvtec_ad"] == "supported"  # no loss at all

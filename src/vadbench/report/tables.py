@@ -58,6 +58,7 @@ TABLE_FILES = {
     "speed": "speed.csv",
     "answer_means": "answer_means.csv",
     "answer_differences": "answer_differences.csv",
+    "study_claims": "study_claims.csv",
 }
 # --------------------------------------------------------------------------------------------
 # tables

@@ -92,7 +92,7 @@ def _aligned(sa: pd.DataFrame, sb: pd.DataFrame) -> tuple[Cell, Cell]:
 MEANS_COLUMNS = (*GROUP, "n_categories", "image_auroc", "image_auroc_ci_low", "image_auroc_ci_high",
                  "pixel_auroc", "pixel_auroc_ci_low", "pixel_auroc_ci_high")
 DIFFERENCE_COLUMNS = ("dataset", "a", "b", "n_categories", "metric", "value_a", "value_b", "delta", "ci_low",
-                      "ci_high", "verdict")
+                      "ci_high", "verdict", "experiment_a", "model_a", "experiment_b", "model_b")
 
 
 def _pixel_mean(frame: pd.DataFrame, key: tuple) -> tuple[float, float, float]:
@@ -144,11 +144,56 @@ def answer_differences(frame: pd.DataFrame, scores: dict[tuple, pd.DataFrame] | 
         value_a = float(np.mean([stats.auroc_from_scores(*c) for c in a_cells]))
         rows.append({"dataset": dataset_a, "a": label + name_a, "b": label + name_b, "n_categories": len(common),
                      "metric": "image_auroc", "value_a": value_a, "value_b": value_a + delta, "delta": delta,
-                     "ci_low": low, "ci_high": high, "verdict": verdict(low, high, name_a, name_b)})
+                     "ci_low": low, "ci_high": high, "verdict": verdict(low, high, name_a, name_b),
+                     "experiment_a": exp_a, "model_a": model_a, "experiment_b": exp_b, "model_b": model_b})
     return pd.DataFrame(rows, columns=list(DIFFERENCE_COLUMNS))
 
 
+#: The replaced study's conclusions on image AUROC: (claim, dataset, experiment a, model a, experiment b,
+#: model b, what b - a must show: "b higher", "a higher", or a largest allowed relative loss of b).
+STUDY_CLAIMS = (
+    ("EfficientAD beats DRÆM on MVTec AD", "mvtec_ad", "study_baseline", "draem", "study_baseline", "efficientad_s",
+     "b higher"),
+    ("EfficientAD beats DRÆM on VisA", "visa", "study_baseline", "draem", "study_baseline", "efficientad_s",
+     "b higher"),
+    ("On WFDD DRÆM leads image AUROC", "wfdd", "study_baseline", "draem", "study_baseline", "efficientad_s",
+     "a higher"),
+    *((f"Undersampling costs EfficientAD at most ~5 % on {d}", d, "study_baseline", "efficientad_s",
+       "study_undersample", "efficientad_s", 0.05) for d in ("mvtec_ad", "visa", "wfdd")),
+)
+CLAIM_COLUMNS = ("claim", "dataset", "delta", "ci_low", "ci_high", "check")
+
+
+def study_claims(differences: pd.DataFrame) -> pd.DataFrame:
+    """Each of the study's conclusions checked on the user's records: supported, contradicted, within noise, or not run."""
+    rows = []
+    for claim, dataset, exp_a, model_a, exp_b, model_b, expect in STUDY_CLAIMS:
+        found = differences.loc[(differences["dataset"] == dataset) & (differences["experiment_a"] == exp_a)
+                                & (differences["model_a"] == model_a) & (differences["experiment_b"] == exp_b)
+                                & (differences["model_b"] == model_b)] if len(differences) else differences
+        if found.empty:
+            rows.append({"claim": claim, "dataset": dataset, "check": f"not run ({exp_a} / {exp_b} records needed)"})
+            continue
+        row = found.iloc[0]
+        rows.append({"claim": claim, "dataset": dataset, "delta": row["delta"], "ci_low": row["ci_low"],
+                     "ci_high": row["ci_high"], "check": _check(row, expect)})
+    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+
+
+def _check(row: pd.Series, expect: str | float) -> str:
+    if isinstance(expect, float):  # b may lose at most `expect` of a's value
+        floor = -expect * row["value_a"]
+        return "supported" if row["ci_low"] >= floor else "contradicted" if row["ci_high"] < floor else "within noise"
+    if row["verdict"] == "within noise":
+        return "within noise"
+    winner = row["model_b"] if row["delta"] > 0 else row["model_a"]
+    wanted = row["model_b"] if expect == "b higher" else row["model_a"]
+    return "supported" if winner == wanted else "contradicted"
+
+
 def answer_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The answer's two tables, by their TABLE_FILES names."""
+    """The answer's tables, by their TABLE_FILES names."""
     scores = run_scores(frame)
-    return {"answer_means": answer_means(frame, scores), "answer_differences": answer_differences(frame, scores)}
+    differences = answer_differences(frame, scores)
+    return {"answer_means": answer_means(frame, scores), "answer_differences": differences,
+            "study_claims": study_claims(differences)}
