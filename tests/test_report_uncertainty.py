@@ -47,6 +47,9 @@ def test_dataset_means_with_intervals(study):
     assert weak["image_auroc_ci_high"] - weak["image_auroc_ci_low"] > 0.05  # 70 images per category: wide
     # pixel: runs' intervals (half-width 0.05 each, i.e. se 0.0255) combine to 1.96 * sqrt(2) * 0.0255 / 2
     assert weak["pixel_auroc_ci_high"] - weak["pixel_auroc"] == pytest.approx(1.96 * np.sqrt(2) * (0.05 / 1.96) / 2)
+    older = frame.copy()
+    older.loc[older["model"] == "weak", "pixel_auroc_ci_low"] = np.nan  # a record from before intervals
+    assert np.isnan(uncertainty.answer_means(older).set_index("model").loc["weak", "pixel_auroc_ci_low"])
 
 
 def test_differences_say_which_are_real(study):

@@ -104,8 +104,10 @@ def _pixel_mean(frame: pd.DataFrame, key: tuple) -> tuple[float, float, float]:
         return math.nan, math.nan, math.nan
     mean = float(rows["pixel_auroc"].astype(float).mean())
     se = (rows["pixel_auroc_ci_high"].astype(float) - rows["pixel_auroc_ci_low"].astype(float)) / (2 * 1.96)
+    if se.isna().any():  # a run without its interval (recorded before intervals existed): no combined interval
+        return mean, math.nan, math.nan
     half = 1.96 * math.sqrt(float((se**2).sum())) / len(rows)
-    return (mean, mean - half, mean + half) if math.isfinite(half) else (mean, math.nan, math.nan)
+    return mean, mean - half, mean + half
 
 
 def answer_means(frame: pd.DataFrame, scores: dict[tuple, pd.DataFrame] | None = None) -> pd.DataFrame:
