@@ -13,20 +13,21 @@ from vadbench.run import evaluate
 pytestmark = pytest.mark.slow
 
 
-def experiment(root, protocol: str, val_source: str) -> config.RunSpec:
-    exp = {"name": protocol, "device": "cpu",
+def experiment(root, protocol: str, val_source: str, pixel_protocol: str = "input") -> config.RunSpec:
+    exp = {"name": f"{protocol}-{pixel_protocol}", "device": "cpu",
            "datasets": [{"name": "demo", "kind": "demo", "root": str(root / "demo"), "categories": ["brick"],
                          "val_source": val_source}],
            "models": [{"name": "padim", "kind": "padim", "image_size": 64, "train": {"max_epochs": 1, "batch_size": 8},
                        "params": {"backbone": "mobilenet_v2", "layers": ["features.3", "features.6"], "n_features": 20}}],
-           "evaluation": {"protocol": protocol, "eval_batch_size": 8, "timing_warmup": 0, "timing_iterations": 1}}
-    path = root / f"{protocol}.yaml"
+           "evaluation": {"protocol": protocol, "pixel_protocol": pixel_protocol, "eval_batch_size": 8,
+                          "timing_warmup": 0, "timing_iterations": 1}}
+    path = root / f"{protocol}-{pixel_protocol}.yaml"
     path.write_text(yaml.safe_dump(exp))
     return config.expand_runs(config.load_experiment(path))[0]
 
 
 def test_replay_beside_honest(tmp_path):
-    demo_data.build_demo_dataset(tmp_path / "demo", demo_data.DemoSpec(categories=("brick",), crop=64, n_train=10,
+    demo_data.build_demo_dataset(tmp_path / "demo", demo_data.DemoSpec(categories=("brick",), crop=96, n_train=10,
                                                                       n_test_good=6, n_test_defect=6))
     results = {}
     for protocol, val_source in (("honest", "train"), ("study_replay", "test")):
@@ -48,3 +49,16 @@ def test_replay_beside_honest(tmp_path):
     f1 = [2 * np.sum((values >= t) & labels) / (np.sum(values >= t) + labels.sum()) for t in np.unique(values)]
     assert replay["metrics"]["image_threshold"] == pytest.approx(np.unique(values)[int(np.argmax(f1))], rel=1e-6)
     assert replay["config_hash"] != honest["config_hash"]
+
+
+def test_pixel_protocol_original_is_recorded_and_used(tmp_path):
+    demo_data.build_demo_dataset(tmp_path / "demo", demo_data.DemoSpec(categories=("brick",), crop=96, n_train=10,
+                                                                      n_test_good=4, n_test_defect=4))
+    run = experiment(tmp_path, "honest", "train", pixel_protocol="original")  # 96-px masks, 64-px maps
+    out = tmp_path / "runs"
+    evaluate.save_result(evaluate.train_and_evaluate(run, out), out)
+    record = records.read_record(out)
+    assert record["pixel_protocol"] == "original" and "at each mask's original size" in record["metrics"]["ci_method"]
+    for key in ("pixel_auroc", "pixel_f1", "pixel_f1_max", "pixel_aupro"):
+        assert 0.0 <= record["metrics"][key] <= 1.0, key
+    assert run.config()["evaluation"]["pixel_protocol"] == "original"

@@ -150,7 +150,7 @@ class DatasetSpec:
 
 #: Fields added after records existed: left at these defaults they stay out of the run config, so the
 #: config hashes of older records hold.
-ADDED_DEFAULTS = {"protocol": "honest", "val_source": ""}
+ADDED_DEFAULTS = {"protocol": "honest", "val_source": "", "pixel_protocol": "input"}
 
 
 @dataclass(frozen=True)
@@ -163,11 +163,14 @@ class EvaluationSpec:
     tested); the last two only to replay studies that used them. A dataset may set its own.
     protocol: `honest` (thresholds: quantiles of validation scores) or `study_replay` (anomalib's adaptive
     F1 threshold on the validation set, as its defaults do); recorded in every record.
+    pixel_protocol: `input` (anomalib's: masks resized to the model's image size) or `original` (MVTec AD's
+    official protocol: maps upsampled bilinearly to each mask's original size; see vadbench.run.original).
     """
 
     val_ratio: float = 0.2
     val_source: Literal["train", "test", "test_half"] = "train"
     protocol: Literal["honest", "study_replay"] = "honest"
+    pixel_protocol: Literal["input", "original"] = "input"
     eval_batch_size: int = 8
     num_workers: int = 0
     image_threshold_quantile: float = 1.0

@@ -148,13 +148,17 @@ def histogram_metrics(neg: np.ndarray, pos: np.ndarray, at: int) -> dict[str, np
             "pixel_f1_max": np.where(n_pos == 0, np.nan, np.nanmax(f1, axis=1))}
 
 
-def intervals(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray, maps: np.ndarray, image_threshold: float,
-              pixel_threshold: float, seed: int, exact_pixel_auroc: float = math.nan,
-              resamples: int = RESAMPLES) -> dict[str, float | str]:
-    """Every metric's interval (record fields `<metric>_ci_low/_ci_high`), the method, and the binning error."""
+def intervals(labels: np.ndarray, scores: np.ndarray, image_threshold: float,
+              pixel_counts: tuple[np.ndarray, np.ndarray, int], seed: int, exact_pixel_auroc: float = math.nan,
+              resamples: int = RESAMPLES, pixel_note: str = "") -> dict[str, float | str]:
+    """Every metric's interval (record fields `<metric>_ci_low/_ci_high`), the method, and the binning error.
+
+    pixel_counts: per-image (normal, anomalous) bin counts and the threshold's bin (pixel_statistics, or the
+    full-resolution counts of vadbench.run.original).
+    """
     labels = np.asarray(labels).astype(int)
     out: dict[str, float | str] = image_intervals(labels, scores, image_threshold, seed, resamples)
-    neg, pos, at = pixel_statistics(masks, maps, pixel_threshold)
+    neg, pos, at = pixel_counts
     draws = stratified_indices(labels, resamples, np.random.default_rng(seed + 1))
     weights = np.zeros((resamples, len(labels)))
     np.add.at(weights, (np.repeat(np.arange(resamples), draws.shape[1]), draws.ravel()), 1)
@@ -166,5 +170,6 @@ def intervals(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray, maps: n
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bca_interval(values, float(full[name][0]), jack[name])
     error = abs(float(full["pixel_auroc"][0]) - exact_pixel_auroc)
     out["ci_pixel_binning_error"] = error if math.isfinite(exact_pixel_auroc) else math.nan
-    out["ci_method"] = METHOD + f"; pixel metrics from per-image {HIST_BINS}-bin histograms; no interval for pixel_aupro"
+    out["ci_method"] = (METHOD + f"; pixel metrics from per-image {neg.shape[1] - 1}-edge histograms{pixel_note}; "
+                        "no interval for pixel_aupro")
     return out

@@ -25,7 +25,7 @@ from vadbench import records, stats
 from vadbench.config import RunSpec
 from vadbench.data import datamodules
 from vadbench.models import build as models
-from vadbench.run import figures, metrics, timing
+from vadbench.run import figures, metrics, original, timing
 from vadbench.run.environment import environment_info, resolve_device
 from vadbench.run.progress import Progress, TrainingProgress
 
@@ -178,6 +178,20 @@ def fit_thresholds(run: RunSpec, val: Scored) -> metrics.Thresholds:
                                   run.evaluation.pixel_threshold_quantile, where)
 
 
+def test_metrics(run: RunSpec, test: Scored, thresholds: metrics.Thresholds, dataset: Any) -> dict[str, Any]:
+    """The metrics of the scored test images with their intervals; pixel metrics by the run's pixel protocol."""
+    result = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
+    if run.evaluation.pixel_protocol == "original":
+        full = original.accumulate(test.maps, test.paths, original.mask_paths_of(dataset, test.paths), thresholds.pixel)
+        result.update(original.original_metrics(full))
+        counts, note = (full.neg, full.pos, full.at), " at each mask's original size"
+    else:
+        counts, note = stats.pixel_statistics(test.masks, test.maps, thresholds.pixel), ""
+    result.update(stats.intervals(test.labels, test.scores, thresholds.image, counts, run.seed,
+                                  result["pixel_auroc"], pixel_note=note))
+    return result
+
+
 def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     device = stage.device = resolve_device(run.device)
     seed_everything(run.seed, workers=True, verbose=False)
@@ -197,9 +211,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     thresholds = fit_thresholds(run, val)
     with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
         test = score_loader(module, datamodule.test_dataloader(), device, what="test images")
-    result_metrics = metrics.compute_metrics(test.labels, test.scores, test.masks, test.maps, thresholds)
-    result_metrics.update(stats.intervals(test.labels, test.scores, test.masks, test.maps, thresholds.image,
-                                                thresholds.pixel, run.seed, result_metrics["pixel_auroc"]))
+    result_metrics = test_metrics(run, test, thresholds, datamodule.test_data)
     stage("timing")
     shape = (3, run.model.image_size, run.model.image_size)
     model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
@@ -209,6 +221,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     pipeline = timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size)
     record = {
         "status": "ok", "error": None, **records.identity(run), "protocol": run.evaluation.protocol,
+        "pixel_protocol": run.evaluation.pixel_protocol,
         "model_class": built.model_class,
         "metrics": result_metrics,
         "timing": {"fit_seconds": fit_clock.seconds, **pipeline, **model_times,

@@ -24,8 +24,10 @@ Corrections to the engine (checked against anomalib 2.7.0 / torchmetrics 1.9.0):
 * anomalib's ``AUPRO`` matches MVTec AD's official ``compute_pro`` / ``trapezoid_area``: 8-connected
   ground-truth regions (OpenCV default), one curve point per distinct map value, FPR over all normal
   pixels of all images, PRO the mean per-region overlap, linear interpolation at the FPR limit and
-  division by the limit (its ``fpr[-1]``, which is the limit itself). No deviation found; it computes
-  in float32 on the host.
+  division by the limit (its ``fpr[-1]``, which is the limit itself). No deviation found in the
+  computation; it computes in float32 on the host. What it is given differs from MVTec's protocol: the
+  maps and masks here are at the model's input size (anomalib resizes the masks). MVTec's full-resolution
+  protocol is ``pixel_protocol: original`` (vadbench.run.original).
 
 Memory and time: the engine sorts all pixels three times (AUROC, F1-max, AU-PRO), with int64
 indices and float32/int64 copies: measured ~75 bytes per pixel at peak and ~30 s per 20M pixels on
