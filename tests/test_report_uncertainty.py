@@ -77,3 +77,16 @@ def test_the_studys_conclusions_are_checked_on_the_records(tmp_path):
     assert claims["On WFDD DRÆM leads image AUROC"] == "contradicted"  # here EfficientAD leads, beyond noise
     assert claims["EfficientAD beats DRÆM on VisA"].startswith("not run")
     assert claims["Undersampling costs EfficientAD at most ~5 % on mvtec_ad"] == "supported"  # no loss at all
+
+
+def test_external_numbers_are_placed_against_our_interval():
+    from vadbench.report.tables import beside_our_interval
+
+    refs = pd.DataFrame([{"experiment": "e", "dataset": "d", "model": "m", "category": "(mean)", "external": True,
+                          "image_auroc": v} for v in (0.50, 0.80, 0.99)]
+                        + [{"experiment": "e", "dataset": "d", "model": "m", "category": "(mean)", "external": False,
+                            "image_auroc": 0.8}])
+    means = pd.DataFrame([{"experiment": "e", "dataset": "d", "model": "m", "image_auroc": 0.8,
+                           "image_auroc_ci_low": 0.7, "image_auroc_ci_high": 0.9}])
+    placed = beside_our_interval(refs, means)["image_auroc_vs_ours"].tolist()
+    assert placed == ["below ours", "within noise", "above ours", ""]

@@ -259,6 +259,7 @@ def report_tables_for(frame: pd.DataFrame, reference_paths: list[Path | str] = (
                       baseline: str | None = None) -> dict[str, pd.DataFrame]:
     """Every table of the report, by its TABLE_FILES name."""
     runs = per_category_table(frame)
+    answer = answer_tables(frame)
     return {
         "per_category": runs,
         "comparison": comparison_table(frame),
@@ -268,10 +269,27 @@ def report_tables_for(frame: pd.DataFrame, reference_paths: list[Path | str] = (
         "seeds": report_tables.seed_summary(runs),
         "experiment_deltas": report_tables.experiment_deltas(runs, baseline),
         "config_check": report_tables.config_check(frame),
-        "references": reference_table(frame, reference_paths),
+        "references": beside_our_interval(reference_table(frame, reference_paths), answer["answer_means"]),
         "speed": speed_summary(frame),
-        **answer_tables(frame),
+        **answer,
     }
+
+
+def beside_our_interval(refs: pd.DataFrame, means: pd.DataFrame) -> pd.DataFrame:
+    """External mean rows gain `image_auroc_vs_ours`: inside our 95 % interval (within noise), above or below it."""
+    refs = refs.assign(image_auroc_vs_ours="")
+    if refs.empty or means.empty:
+        return refs
+    ours = means.set_index(list(GROUP))
+    for i, row in refs.iterrows():
+        key = tuple(row[g] for g in GROUP)
+        if not row["external"] or row["category"] != references.MEAN or key not in ours.index \
+                or pd.isna(row["image_auroc"]) or pd.isna(ours.loc[key, "image_auroc_ci_low"]):
+            continue
+        low, high = ours.loc[key, "image_auroc_ci_low"], ours.loc[key, "image_auroc_ci_high"]
+        refs.loc[i, "image_auroc_vs_ours"] = ("within noise" if low <= row["image_auroc"] <= high
+                                              else "above ours" if row["image_auroc"] > high else "below ours")
+    return refs
 
 
 def save_tables(tables: dict[str, pd.DataFrame], out_dir: Path | str) -> dict[str, Path]:
