@@ -82,7 +82,7 @@ def test_run_files_agree(finished, model):
     assert timing["harness_ms_per_image"] == pytest.approx(
         1e3 / timing["pipeline_img_per_s"] - 1e3 / timing["model_img_per_s"])
     assert all(timing[f"peak_mem_mb_{phase}"] > 0 for phase in ("training", "scoring", "timing"))
-    for key in ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1"):  # intervals beside every estimate
+    for key in ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "pixel_aupro"):  # intervals beside estimates
         assert metrics[f"{key}_ci_low"] <= metrics[key] + 1e-9 and metrics[key] <= metrics[f"{key}_ci_high"] + 1e-9, key
     assert metrics["ci_method"].startswith("BCa bootstrap, 1000 resamples")
     assert record["training"]["steps_run"] == 2

@@ -5,10 +5,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import norm
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
 from vadbench import stats as u
+from vadbench.run.metrics import aupro
 
 
 def test_auroc_and_f1_max_match_sklearn_with_ties():
@@ -27,12 +29,14 @@ def test_pixel_histograms_give_the_full_data_metrics():
     masks = rng.random((30, 32, 32)) < 0.1
     maps = (rng.normal(0, 1, masks.shape) + 1.2 * masks).astype(np.float32)
     threshold = 1.0
-    neg, pos, at = u.pixel_statistics(masks, maps, threshold)
-    full = u.histogram_metrics(neg.sum(axis=0, keepdims=True), pos.sum(axis=0, keepdims=True), at)
+    counts = u.pixel_statistics(masks, maps, threshold)
+    full = u.histogram_metrics(counts.neg.sum(axis=0, keepdims=True), counts.pos.sum(axis=0, keepdims=True), counts.at)
     assert full["pixel_auroc"][0] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-3)
     assert full["pixel_f1"][0] == pytest.approx(f1_score(masks.ravel(), maps.ravel() > threshold), abs=1e-12)
     precision, recall, _ = precision_recall_curve(masks.ravel(), maps.ravel())
     assert full["pixel_f1_max"][0] == pytest.approx(np.nanmax(2 * precision * recall / (precision + recall)), abs=2e-3)
+    exact = aupro(torch.from_numpy(masks), torch.from_numpy(maps))  # anomalib's AU-PRO (MVTec's compute_pro)
+    assert u.aupro_from_counts(counts.neg.sum(axis=0), counts.regions) == pytest.approx(exact, abs=2e-3)
 
 
 def test_intervals_hold_the_estimate_and_are_reproducible():
@@ -46,9 +50,11 @@ def test_intervals_hold_the_estimate_and_are_reproducible():
     assert first == u.intervals(labels, scores, 0.7, counts, seed=5, exact_pixel_auroc=0.7)
     auroc = roc_auc_score(labels, scores)
     assert first["image_auroc_ci_low"] < auroc < first["image_auroc_ci_high"]
-    for metric in ("image_f1", "image_f1_max", "pixel_auroc", "pixel_f1", "pixel_f1_max"):
+    for metric in ("image_f1", "image_f1_max", "pixel_auroc", "pixel_f1", "pixel_f1_max", "pixel_aupro"):
         assert first[f"{metric}_ci_low"] <= first[f"{metric}_ci_high"], metric
-    assert "1000 resamples" in first["ci_method"] and "no interval for pixel_aupro" in first["ci_method"]
+    estimate = u.aupro_from_counts(counts.neg.sum(axis=0), counts.regions)
+    assert first["pixel_aupro_ci_low"] <= estimate <= first["pixel_aupro_ci_high"]
+    assert "1000 resamples" in first["ci_method"] and "AU-PRO from per-region" in first["ci_method"]
 
 
 def test_a_single_class_has_no_interval():

@@ -10,16 +10,19 @@ Image metrics are recomputed exactly on each resample (ranks for AUROC, sorted s
 Pixel metrics resample whole images with their maps, through per-image sufficient statistics: each image's
 normal and anomalous pixel counts in HIST_BINS bins of the map value (bin edges: quantiles of all test
 pixels, with the pixel threshold as an edge) and its counts above the pixel threshold; a resample sums the
-rows of its images, so 1,000 resamples cost one matrix product instead of 1,000 passes over every pixel.
+rows of its images, so 1,000 resamples cost one matrix product instead of 1,000 passes over every pixel;
+AU-PRO resamples each image's 8-connected regions with it, through per-region counts in the same bins.
 Pixel AUROC and F1-max from histograms are exact up to ties within a bin (the full-data difference is
-recorded as `ci_pixel_binning_error`). AU-PRO (per-region overlaps) gets no interval.
+recorded as `ci_pixel_binning_error`).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+from scipy import ndimage
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -112,23 +115,71 @@ def image_intervals(labels: np.ndarray, scores: np.ndarray, threshold: float, se
     return out
 
 
-def pixel_statistics(masks: np.ndarray, maps: np.ndarray, threshold: float,
-                     bins: int = HIST_BINS) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per image: counts of normal and of anomalous pixels in each map-value bin (N × K each), and the index
-    of the last bin at or below the pixel threshold (bins above it are predicted anomalous)."""
-    maps = np.asarray(maps, dtype=np.float32)
-    masks = np.asarray(masks).astype(bool)
-    flat = maps.reshape(-1)
-    inner = np.quantile(flat[:: max(1, flat.size // 2_000_000)], np.linspace(0, 1, bins + 1)[1:-1])  # ≤ 2M samples
-    edges = np.unique(np.r_[inner, np.float32(threshold)].astype(np.float64))
+@dataclass
+class PixelCounts:
+    """Sufficient statistics of the test pixels: per image, normal and anomalous pixels per bin of the map value
+    (bins ascending), per 8-connected ground-truth region its pixels per bin, and the pixel threshold's bin."""
+
+    neg: np.ndarray  # (images, bins)
+    pos: np.ndarray  # (images, bins)
+    regions: np.ndarray  # (regions, bins)
+    region_image: np.ndarray  # (regions,) the image each region belongs to
+    at: int  # bins above this one are predicted anomalous
+
+
+def bin_edges(maps: np.ndarray, threshold: float, bins: int = HIST_BINS) -> np.ndarray:
+    """Quantiles of the map values (from at most ~4M samples) with the pixel threshold as an edge."""
+    flat = np.asarray(maps, dtype=np.float32).reshape(-1)
+    inner = np.quantile(flat[:: max(1, flat.size // 4_000_000)], np.linspace(0, 1, bins + 1)[1:-1])
+    return np.unique(np.r_[inner, np.float32(threshold)].astype(np.float64))
+
+
+def count_image(mask: np.ndarray, amap: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    """One image's normal and anomalous pixel counts per bin, and each of its regions' (8-connected) counts."""
     k = len(edges) + 1
-    neg, pos = np.zeros((len(maps), k), np.int64), np.zeros((len(maps), k), np.int64)
-    for i, (mask, amap) in enumerate(zip(masks, maps, strict=True)):
-        index = np.searchsorted(edges, amap.astype(np.float64).ravel(), side="left")  # v <= edge -> at or below
-        truth = mask.ravel()
-        neg[i] = np.bincount(index[~truth], minlength=k)
-        pos[i] = np.bincount(index[truth], minlength=k)
-    return neg, pos, int(np.searchsorted(edges, threshold, side="left"))
+    index = np.searchsorted(edges, np.asarray(amap, dtype=np.float64), side="left")  # v <= edge: at or below
+    labelled, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
+    regions = [np.bincount(index[labelled == r], minlength=k) for r in range(1, n + 1)]
+    return np.bincount(index[~mask], minlength=k), np.bincount(index[mask], minlength=k), regions
+
+
+def collect(pairs, edges: np.ndarray, threshold: float) -> PixelCounts:
+    """PixelCounts of (mask, map) pairs, streamed one image at a time."""
+    neg, pos, regions, owner = [], [], [], []
+    for i, (mask, amap) in enumerate(pairs):
+        n_row, p_row, image_regions = count_image(np.asarray(mask, dtype=bool), amap, edges)
+        neg.append(n_row)
+        pos.append(p_row)
+        regions += image_regions
+        owner += [i] * len(image_regions)
+    k = len(edges) + 1
+    return PixelCounts(np.array(neg, np.int64).reshape(-1, k), np.array(pos, np.int64).reshape(-1, k),
+                       np.array(regions, np.int64).reshape(-1, k), np.array(owner, np.int64),
+                       int(np.searchsorted(edges, threshold, side="left")))
+
+
+def pixel_statistics(masks: np.ndarray, maps: np.ndarray, threshold: float, bins: int = HIST_BINS) -> PixelCounts:
+    """PixelCounts of maps and masks of the same size (`pixel_protocol: input`)."""
+    return collect(zip(masks, maps, strict=True), bin_edges(maps, threshold, bins), threshold)
+
+
+def aupro_from_counts(neg: np.ndarray, regions: np.ndarray, weights: np.ndarray | None = None,
+                      fpr_limit: float = 0.3) -> float:
+    """Area under the PRO curve for FPR in [0, fpr_limit] / fpr_limit, from summed normal-pixel counts (K,) and
+    per-region counts (R × K), regions weighted (how often each is drawn); NaN without a region."""
+    weights = np.ones(len(regions)) if weights is None else weights
+    if len(regions) == 0 or weights.sum() == 0 or neg.sum() == 0:
+        return math.nan
+    fpr = np.r_[np.cumsum(neg[::-1])[::-1] / neg.sum(), 0.0][::-1]  # cut below each bin, from the top down
+    overlap = np.cumsum(regions[:, ::-1], axis=1)[:, ::-1] / regions.sum(axis=1, keepdims=True)
+    pro = np.r_[weights @ overlap / weights.sum(), 0.0][::-1]
+    keep = fpr <= fpr_limit
+    x, y = fpr[keep], pro[keep]
+    if x[-1] < fpr_limit:  # the curve at the limit, linearly interpolated
+        j = int(np.argmax(fpr > fpr_limit))
+        y_limit = pro[j - 1] + (pro[j] - pro[j - 1]) * (fpr_limit - fpr[j - 1]) / (fpr[j] - fpr[j - 1])
+        x, y = np.r_[x, fpr_limit], np.r_[y, y_limit]
+    return float(np.trapezoid(y, x) / fpr_limit)
 
 
 def histogram_metrics(neg: np.ndarray, pos: np.ndarray, at: int) -> dict[str, np.ndarray]:
@@ -148,28 +199,29 @@ def histogram_metrics(neg: np.ndarray, pos: np.ndarray, at: int) -> dict[str, np
             "pixel_f1_max": np.where(n_pos == 0, np.nan, np.nanmax(f1, axis=1))}
 
 
-def intervals(labels: np.ndarray, scores: np.ndarray, image_threshold: float,
-              pixel_counts: tuple[np.ndarray, np.ndarray, int], seed: int, exact_pixel_auroc: float = math.nan,
-              resamples: int = RESAMPLES, pixel_note: str = "") -> dict[str, float | str]:
-    """Every metric's interval (record fields `<metric>_ci_low/_ci_high`), the method, and the binning error.
-
-    pixel_counts: per-image (normal, anomalous) bin counts and the threshold's bin (pixel_statistics, or the
-    full-resolution counts of vadbench.run.original).
-    """
+def intervals(labels: np.ndarray, scores: np.ndarray, image_threshold: float, counts: PixelCounts, seed: int,
+              exact_pixel_auroc: float = math.nan, resamples: int = RESAMPLES,
+              pixel_note: str = "") -> dict[str, float | str]:
+    """Every metric's interval (record fields `<metric>_ci_low/_ci_high`), the method, and the binning error."""
     labels = np.asarray(labels).astype(int)
     out: dict[str, float | str] = image_intervals(labels, scores, image_threshold, seed, resamples)
-    neg, pos, at = pixel_counts
     draws = stratified_indices(labels, resamples, np.random.default_rng(seed + 1))
     weights = np.zeros((resamples, len(labels)))
     np.add.at(weights, (np.repeat(np.arange(resamples), draws.shape[1]), draws.ravel()), 1)
-    boot = histogram_metrics(weights @ neg, weights @ pos, at)
-    total_neg, total_pos = neg.sum(axis=0, keepdims=True), pos.sum(axis=0, keepdims=True)
-    full = histogram_metrics(total_neg, total_pos, at)
-    jack = histogram_metrics(total_neg - neg, total_pos - pos, at)  # leave one image out: its rows subtracted
+    boot = histogram_metrics(weights @ counts.neg, weights @ counts.pos, counts.at)
+    total_neg, total_pos = counts.neg.sum(axis=0, keepdims=True), counts.pos.sum(axis=0, keepdims=True)
+    full = histogram_metrics(total_neg, total_pos, counts.at)
+    jack = histogram_metrics(total_neg - counts.neg, total_pos - counts.pos, counts.at)  # leave one image out
+    boot["pixel_aupro"] = np.array([aupro_from_counts(w @ counts.neg, counts.regions, w[counts.region_image])
+                                    for w in weights])
+    full["pixel_aupro"] = np.array([aupro_from_counts(total_neg[0], counts.regions)])
+    jack["pixel_aupro"] = np.array([aupro_from_counts(total_neg[0] - counts.neg[i], counts.regions,
+                                                      (counts.region_image != i).astype(float))
+                                    for i in range(len(labels))])
     for name, values in boot.items():
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bca_interval(values, float(full[name][0]), jack[name])
     error = abs(float(full["pixel_auroc"][0]) - exact_pixel_auroc)
     out["ci_pixel_binning_error"] = error if math.isfinite(exact_pixel_auroc) else math.nan
-    out["ci_method"] = (METHOD + f"; pixel metrics from per-image {neg.shape[1] - 1}-edge histograms{pixel_note}; "
-                        "no interval for pixel_aupro")
+    out["ci_method"] = (METHOD + f"; pixel metrics from per-image {counts.neg.shape[1] - 1}-edge histograms"
+                        f"{pixel_note} (AU-PRO from per-region ones)")
     return out

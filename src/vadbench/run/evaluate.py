@@ -184,7 +184,7 @@ def test_metrics(run: RunSpec, test: Scored, thresholds: metrics.Thresholds, dat
     if run.evaluation.pixel_protocol == "original":
         full = original.accumulate(test.maps, test.paths, original.mask_paths_of(dataset, test.paths), thresholds.pixel)
         result.update(original.original_metrics(full))
-        counts, note = (full.neg, full.pos, full.at), " at each mask's original size"
+        counts, note = full, " at each mask's original size"
     else:
         counts, note = stats.pixel_statistics(test.masks, test.maps, thresholds.pixel), ""
     result.update(stats.intervals(test.labels, test.scores, thresholds.image, counts, run.seed,
