@@ -186,7 +186,7 @@ COMMANDS = {"run": _run, "report": _report, "demo-data": _demo_data, "kaggle": _
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; known input errors print one line naming the fix and exit 2."""
+    """Entry point; known input errors and OSErrors print one line (naming the fix or the path) and exit 2."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, OSError) as exc:  # an OSError's text names its path
         if args.verbose:
             raise
         print(f"vadbench: error: {exc}", file=sys.stderr)

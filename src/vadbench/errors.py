@@ -22,6 +22,10 @@ class ReportError(VadbenchError, FileNotFoundError):
     """A report cannot be built (e.g. no records); the message says why."""
 
 
+class OutputError(VadbenchError, OSError):
+    """An output folder cannot be created or written; the message names the path and the fix."""
+
+
 class KaggleSetupError(VadbenchError):
     """Kaggle params, credentials or mounts are missing or wrong; the message says how to fix it."""
 
