@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vadbench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("vadbench: interrupted: finished runs are kept, the unfinished one left nothing behind; "
+              "rerun to do the rest", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -96,6 +96,9 @@ def _execute_owned(run: RunSpec, params_file: str, directory: Path) -> Outcome:
             )
         error = None
     except Exception as exc:  # papermill raises its own error for a failing cell; anything else is a failure too
+        if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+            stage.discard()
+            raise KeyboardInterrupt from exc
         error = _error_text(exc)
     except BaseException:  # an interrupt: nothing of this attempt is kept, the old run folder stays as it was
         stage.discard()
