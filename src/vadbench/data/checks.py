@@ -181,14 +181,18 @@ def _named(paths: list, what: str) -> str:
 
 
 def _check_paths(folder: Path, paths: list[Path], check: CategoryCheck) -> bool:
-    """False (with an error naming the fix) when anomalib would refuse the folder or a file below it (non-ASCII)."""
-    if files.anomalib_refuses(folder):
-        check.errors.append(f"{folder}: anomalib refuses paths with non-ASCII characters (\"Path contains "
-                            "non-printable characters\"); rename the folders to ASCII, or make an ASCII symlink "
-                            f"to the dataset root (ln -s '{folder.parent.absolute()}' /data/ascii_name) and use it "
-                            "as the root")
+    """False (with an error naming the fix) when anomalib would refuse the folder or a file below it.
+
+    anomalib resolves symlinks before it checks, so the resolved path is what must be printable ASCII.
+    """
+    resolved = folder.resolve()
+    if files.anomalib_refuses(resolved):
+        check.errors.append(f"{folder} (resolved: {resolved}) has non-ASCII characters, which anomalib refuses "
+                            "(\"Path contains non-printable characters\"; it follows symlinks, so an ASCII symlink "
+                            "to it does not help): move or rename the dataset to an ASCII path and set the root "
+                            "there (a symlink from the old name to the new path keeps other tools working)")
         return False
-    bad = [p for p in paths if files.anomalib_refuses(p)]
+    bad = [p for p in paths if files.anomalib_refuses(resolved / p.relative_to(folder))]
     if bad:
         check.errors.append(_named(bad, "file(s) whose names anomalib refuses (non-ASCII characters): "
                                         "rename them to ASCII"))
