@@ -48,7 +48,7 @@ def test_truncated_jpeg_is_named_by_data_check_and_the_pre_run_check(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("vadbench: error:")]
     assert len(errors) == 1 and str(bad) in errors[0] and "truncated" in errors[0]
     spec = config.DatasetSpec(name="w", kind="wfdd", categories=["grey_cloth"], root=str(root))
-    with pytest.raises(DatasetError, match=rf"unreadable image {bad} \(OSError: image file is truncated"):
+    with pytest.raises(DatasetError, match=rf"1 unreadable image\(s\) .*: {bad} \(OSError: image file is truncated"):
         datamodules.validate_category(spec, "grey_cloth")
 
 
@@ -58,8 +58,8 @@ def test_every_bad_file_is_named(tmp_path):
     for path in bad:
         path.write_bytes(path.read_bytes()[:200])
     problems = checks.check_dataset("wfdd", root, ["grey_cloth"]).problems
-    assert [p for p in problems if "unreadable image" in p] == \
-        [f"grey_cloth: unreadable image {p} ({images.decode(p).error}): re-copy or remove it" for p in bad]
+    assert problems == ["grey_cloth: 5 unreadable image(s) (not a valid image file; re-copy them): "
+                        + ", ".join(f"{p} ({images.decode(p).error})" for p in bad)]
 
 
 def test_decode_results_are_cached_per_file(tmp_path, monkeypatch):

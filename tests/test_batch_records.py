@@ -49,7 +49,8 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 RUN_A = Path("out/t/dr/d/a/seed0")
 
 
-@pytest.mark.parametrize("content", ["[]", '"ok"', '{"status": "done"}', '{"status": "ok"}'])
+@pytest.mark.parametrize("content", ["[]", '"ok"', '{"status": "done"}', '{"status": "ok", "metrics": [0.9]}',
+                                     '{"status": "ok", "model": ["dr"]}'])
 def test_a_record_that_is_not_a_run_record_is_unreadable_listed_and_redone(project, content):
     """Finding 6: valid JSON that is not an object crashed `run` and `report` (AttributeError)."""
     runner.run_experiment("exp.yaml", "out")

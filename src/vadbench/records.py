@@ -139,17 +139,17 @@ def read_record(path: Path | str) -> dict[str, Any]:
 
 
 def check_record(record: Any, path: Path | str) -> None:
-    """RecordError unless `record` is an object with a known status, the identity fields and object sections."""
+    """RecordError unless `record` fits the schema: a JSON object whose status (when present, as in foreign or older
+    records) is `ok` or `failed`, whose identity fields are plain values and whose sections are objects."""
     if not isinstance(record, dict):
         raise RecordError(f"{path}: a record must be a JSON object, found {type(record).__name__}")
-    if record.get("status") not in STATUSES:
-        raise RecordError(f"{path}: status {record.get('status')!r} is not one of {list(STATUSES)}")
-    missing = [key for key in IDENTITY if key not in record]
-    if missing:
-        raise RecordError(f"{path}: identity field(s) {missing} missing")
-    wrong = [key for key in (*SECTIONS, "config") if record.get(key) is not None and not isinstance(record[key], dict)]
+    if "status" in record and record["status"] not in STATUSES:
+        raise RecordError(f"{path}: status {record['status']!r} is not one of {list(STATUSES)}")
+    wrong = [key for key in IDENTITY if isinstance(record.get(key), (dict, list))]
+    wrong += [key for key in (*SECTIONS, "config") if record.get(key) is not None and not isinstance(record[key], dict)]
     if wrong:
-        raise RecordError(f"{path}: section(s) {wrong} must be JSON objects")
+        raise RecordError(f"{path}: field(s) {wrong} of the wrong type (identity fields are plain values, "
+                          "sections are objects)")
 
 
 def find_records(root: Path | str) -> list[Path]:

@@ -201,13 +201,16 @@ def _check_paths(folder: Path, paths: list[Path], check: CategoryCheck) -> bool:
 
 
 def _check_readable(paths: list[Path], check: CategoryCheck) -> dict[Path, tuple[int, int]]:
-    """Sizes of the images, fully decoded; one error per file that does not decode, with why."""
-    sizes = {}
+    """Sizes of the images, fully decoded; one error naming every file that does not decode, each with why."""
+    sizes, bad = {}, []
     for path, decoded in files.decode_all(paths).items():
         if decoded.size is None:
-            check.errors.append(f"unreadable image {path} ({decoded.error}): re-copy or remove it")
+            bad.append(f"{path} ({decoded.error})")
         else:
             sizes[path] = decoded.size
+    if bad:
+        check.errors.append(f"{len(bad)} unreadable image(s) (not a valid image file; re-copy them): "
+                            + ", ".join(bad))
     return sizes
 
 

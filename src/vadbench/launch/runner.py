@@ -118,8 +118,8 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
     output_root = Path(output_root)
     if dry_run:
         return _dry_run(exp, runs, output_root)
-    probe_output(output_root)
     preflight(exp)
+    probe_output(output_root)
     if not dry_run:
         prepare(exp)
     result = BatchResult(total=len(runs), failed=[])
