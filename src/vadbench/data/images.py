@@ -1,5 +1,5 @@
-"""Image files: the suffixes every part of vadbench counts as images, listing, header reads, and full decode
-checks cached per file (size, mtime), plus the path rule anomalib enforces."""
+"""Image files: the suffixes every part of vadbench counts as images, listing, full decode checks cached per file
+(size, mtime), and the path rule anomalib enforces."""
 from __future__ import annotations
 
 import contextlib
@@ -39,15 +39,6 @@ def images_below(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.rglob("*") if is_image(p))
-
-
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the image header, or None when the file cannot be read as an image."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 # ---- full decode checks, cached per file (size, mtime) ----------------------------------------------
