@@ -45,7 +45,17 @@ def images_below(folder: Path) -> list[Path]:
 
 #: Characters anomalib accepts in a path (anomalib.data.utils.path.validate_path): printable ASCII only.
 ANOMALIB_PATH = re.compile(r"[\x20-\x7E]+")
-_CACHE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("decode_cache", default=None)
+
+
+@dataclass
+class _Cache:
+    """Decode results by absolute path: {"stamp": [size, mtime_ns], "size": [w, h] or None, "error": str or None}."""
+
+    entries: dict
+    changed: bool = False
+
+
+_CACHE: contextvars.ContextVar[_Cache | None] = contextvars.ContextVar("decode_cache", default=None)
 
 
 def anomalib_refuses(path: Path | str) -> bool:
@@ -79,8 +89,8 @@ def decode_all(paths: list[Path]) -> dict[Path, Decoded]:
     todo = []
     for path in paths:
         key, stamp = str(Path(path).absolute()), _stamp(path)
-        hit = cache.get(key) if cache is not None else None
-        if hit is not None and stamp is not None and hit["stamp"] == stamp:
+        hit = cache.entries.get(key) if cache is not None else None
+        if isinstance(hit, dict) and stamp is not None and hit.get("stamp") == stamp:
             out[path] = Decoded(tuple(hit["size"]) if hit["size"] else None, hit["error"])
         else:
             todo.append(path)
@@ -89,8 +99,8 @@ def decode_all(paths: list[Path]) -> dict[Path, Decoded]:
             out[path] = decoded
             stamp = _stamp(path)
             if cache is not None and stamp is not None:
-                cache[str(Path(path).absolute())] = {"stamp": stamp, "size": decoded.size, "error": decoded.error}
-                cache["__changed__"] = True
+                cache.entries[str(Path(path).absolute())] = {"stamp": stamp, "size": decoded.size, "error": decoded.error}
+                cache.changed = True
     return out
 
 
@@ -115,18 +125,17 @@ def decode_cache(root: Path | str) -> Iterator[None]:
     written is rebuilt or skipped, never an error)."""
     path = cache_file(root)
     try:
-        cache = json.loads(path.read_text(encoding="utf-8"))
-        cache = cache if isinstance(cache, dict) else {}
+        entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        cache = {}
-    size = len(cache)
+        entries = {}
+    cache = _Cache(entries if isinstance(entries, dict) else {})
     token = _CACHE.set(cache)
     try:
         yield
     finally:
         _CACHE.reset(token)
-        if cache.pop("__changed__", False) or len(cache) != size:
-            _save(path, cache)
+        if cache.changed:
+            _save(path, cache.entries)
 
 
 def _save(path: Path, cache: dict) -> None:
