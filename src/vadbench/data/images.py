@@ -91,7 +91,7 @@ def decode_all(paths: list[Path]) -> dict[Path, Decoded]:
         key, stamp = str(Path(path).absolute()), _stamp(path)
         hit = cache.entries.get(key) if cache is not None else None
         if isinstance(hit, dict) and stamp is not None and hit.get("stamp") == stamp:
-            out[path] = Decoded(tuple(hit["size"]) if hit["size"] else None, hit["error"])
+            out[path] = Decoded(tuple(hit["size"]) if hit.get("size") else None, hit.get("error"))
         else:
             todo.append(path)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
