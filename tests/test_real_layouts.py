@@ -35,7 +35,7 @@ EXPERIMENT = {
                    "figure_images": 2},
 }
 SCALED = (20, 4, 6)
-SITECUSTOMIZE = f"""from vadbench import datasets
+SITECUSTOMIZE = f"""from vadbench.data import registry as datasets
 datasets.MVTEC_AD_COUNTS["toothbrush"] = {SCALED}
 datasets.VISA_COUNTS["capsules"] = {SCALED}
 """
