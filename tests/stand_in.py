@@ -6,18 +6,22 @@ from pathlib import Path
 
 import nbformat
 import yaml
+from PIL import Image
 
 from vadbench.launch.execute import NOTEBOOK
 from vadbench.paths import notebooks_dir
 
 CATEGORIES = ["a", "broken", "c"]
+IMAGES = {"train/good": 5, "test/good": 2}  # tiny PNGs: enough for the split minimums and the decode check
 
 
 def make_project(tmp_path: Path, monkeypatch, code: str, **experiment) -> Path:
     """Lay out the project, point the runner at the stand-in notebook and chdir into it."""
     for category in CATEGORIES:
-        for sub in ("train/good", "test/good"):
+        for sub, n in IMAGES.items():
             (tmp_path / "data" / category / sub).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i * 40, 90, 120)).save(tmp_path / "data" / category / sub / f"{i:03d}.png")
     exp = {"name": "t", "seeds": [0], **experiment,
            "datasets": [{"name": "d", "kind": "demo", "root": "data", "categories": list(CATEGORIES)}],
            "models": [{"name": "dr", "kind": "draem", "image_size": 64,
@@ -31,5 +35,6 @@ def make_project(tmp_path: Path, monkeypatch, code: str, **experiment) -> Path:
     fake.metadata = real.metadata
     nbformat.write(fake, nb_dir / NOTEBOOK)
     monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(nb_dir))
+    monkeypatch.setenv("VADBENCH_ACTIVE_DIR", str(tmp_path / "active-runs"))
     monkeypatch.chdir(tmp_path)
     return tmp_path

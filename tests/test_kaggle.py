@@ -17,6 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from PIL import Image
 
 from vadbench import records
 from vadbench.cli import main as cli_main
@@ -255,7 +256,8 @@ def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypat
     for category in ("brick", "grass"):
         (inputs / "vadbench-demo-data/demo" / category / "train/good").mkdir(parents=True)
         (inputs / "vadbench-demo-data/demo" / category / "test/good").mkdir(parents=True)
-        (inputs / "vadbench-demo-data/demo" / category / "train/good/x.png").write_bytes(b"")
+        for i in range(5):  # enough for a held-out image
+            Image.new("RGB", (8, 8)).save(inputs / "vadbench-demo-data/demo" / category / f"train/good/x{i or ''}.png")
     code = inputs / "vadbench-code"
     code.mkdir()
     real = nbformat.read(ROOT / "notebooks/train_evaluate.ipynb", as_version=4)

@@ -73,6 +73,7 @@ def test_is_finished_needs_ok_status_and_same_hash(tmp_path):
     directory = tmp_path / "run"
     assert not records.is_finished(directory, "abc")
     records.write_record(directory, sample())
+    (directory / records.NOTEBOOK_FILE).write_text('{"cells": [], "metadata": {}}')
     assert records.is_finished(directory, "abc")
     assert not records.is_finished(directory, "other")
     records.write_record(directory, sample(status="failed"))

@@ -129,7 +129,7 @@ def test_speed_section_runs_on_cuda_or_when_asked(tmp_path):
 
     (tmp_path / "e.yaml").write_text(
         "name: e\ndatasets: [{name: d, kind: demo, root: r, categories: [a]}]\n"
-        "models: [{name: m, kind: draem, image_size: 8, train: {max_steps: 1}}]\n"
+        "models: [{name: m, kind: draem, image_size: 32, train: {max_steps: 1}}]\n"
         "speed: {enabled: always, warmup: 1, iterations: 2, batch_sizes: [1, 2], precisions: [fp32]}\n")
     run = expand_runs(load_experiment(tmp_path / "e.yaml"))[0]
     figures, rows = evaluate.speed_section(run, MapNet().eval(), (3, 8, 8), CPU)

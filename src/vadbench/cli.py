@@ -246,7 +246,7 @@ COMMANDS = {"run": _run, "report": _report, "speed": _speed, "demo-data": _demo_
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; known input errors print one line naming the fix and exit 2."""
+    """Entry point; known input errors and OSErrors print one line (naming the fix or the path) and exit 2."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -254,11 +254,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, OSError) as exc:  # an OSError's text names its path
         if args.verbose:
             raise
         print(f"vadbench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("vadbench: interrupted: finished runs are kept, the unfinished one left nothing behind; "
+              "rerun to do the rest", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -106,6 +106,12 @@ class PadimParams:
 ModelParams = DraemParams | EfficientAdParams | PatchcoreParams | PadimParams
 MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams,
                                  "patchcore": PatchcoreParams, "padim": PadimParams}
+#: Smallest image_size each model runs at: EfficientAD's PDN needs 256 px; DRÆM's U-Net pools its input five
+#: times (16 px fails); PatchCore/PaDiM use backbone features down to stride 16.
+MIN_IMAGE_SIZE = {"efficientad": 256, "draem": 32, "patchcore": 32, "padim": 32}
+#: Fewest training images (after hold-out and train_ratio) each model can fit: PaDiM's per-patch covariance
+#: is NaN from one image; the others need one.
+MIN_TRAIN_IMAGES = {"efficientad": 1, "draem": 1, "patchcore": 1, "padim": 2}
 
 
 @dataclass(frozen=True)
@@ -289,6 +295,9 @@ def _check_semantics(exp: Experiment) -> None:
         if isinstance(params, EfficientAdParams) and params.distill is not None and params.teacher != "distilled":
             raise ConfigError(f"models[{model.name}].params.distill is set but teacher is {params.teacher!r}: "
                               "set teacher to 'distilled' or remove distill")
+        if model.image_size < MIN_IMAGE_SIZE[model.kind]:
+            raise ConfigError(f"models[{model.name}].image_size: {model.image_size} is below {model.kind}'s minimum "
+                              f"of {MIN_IMAGE_SIZE[model.kind]} px; set image_size to at least that")
         if model.train.max_steps <= 0 and model.train.max_epochs <= 0:
             raise ConfigError(f"models[{model.name}].train: set max_steps or max_epochs to a positive number")
     for ds in exp.datasets:

@@ -30,6 +30,10 @@ class DeviceError(VadbenchError, RuntimeError):
     """The device the params ask for cannot be used (e.g. a GPU torch cannot drive); the message names the fix."""
 
 
+class OutputError(VadbenchError, OSError):
+    """An output folder cannot be created or written; the message names the path and the fix."""
+
+
 class KaggleSetupError(VadbenchError):
     """Kaggle params, credentials or mounts are missing or wrong; the message says how to fix it."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
+NOTEBOOK_FILE = "train_evaluate.ipynb"  # the executed notebook; a run folder without a readable one is not finished
 SCORES_FILE = "scores.csv"
 FIGURE_FILE = "anomaly_maps.png"  # the run's anomaly-map figure, shown by the report's qualitative grids
 SECTIONS = ("metrics", "timing", "split", "training", "environment")
@@ -36,6 +38,11 @@ METRICS = (
     "pixel_auroc", "pixel_f1", "pixel_f1_max", "pixel_aupro",
 )
 THRESHOLD_FIELDS = ("image_threshold", "pixel_threshold", "threshold_method")
+STATUSES = ("ok", "failed")
+
+
+class RecordError(ValueError):
+    """A record file holds JSON that is not a run record (not an object, unknown status, identity missing)."""
 
 
 def now() -> str:
@@ -68,13 +75,14 @@ def run_dir(root: Path | str, experiment: str, model: str, dataset: str, categor
 
 
 def write_json_atomic(path: Path | str, data: Any) -> None:
-    """Write JSON so that readers see either the old file or the whole new one."""
+    """Write strict JSON so that readers see either the old file or the whole new one (NaN and ±inf become null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = strict_json(data)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=_json_default)
+            json.dump(data, fh, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -83,6 +91,19 @@ def write_json_atomic(path: Path | str, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def strict_json(value: Any) -> Any:
+    """A copy of `value` where every NaN or infinite float (numpy scalars included) is None."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -103,30 +124,57 @@ def write_record(directory: Path | str, record: dict[str, Any]) -> Path:
 
 
 def read_record(path: Path | str) -> dict[str, Any]:
-    """Read one record (a `record.json` path or its run directory)."""
+    """Read one record (a `record.json` path or its run directory).
+
+    Raises OSError, json.JSONDecodeError, or RecordError when the JSON is not a run record.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RECORD_FILE
     with open(path, encoding="utf-8") as fh:
         record = json.load(fh)
+    check_record(record, path)
     record.setdefault("_path", str(path))
     return record
 
 
+def check_record(record: Any, path: Path | str) -> None:
+    """RecordError unless `record` fits the schema: a JSON object whose status (when present, as in foreign or older
+    records) is `ok` or `failed`, whose identity fields are plain values and whose sections are objects."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: a record must be a JSON object, found {type(record).__name__}")
+    if "status" in record and record["status"] not in STATUSES:
+        raise RecordError(f"{path}: status {record['status']!r} is not one of {list(STATUSES)}")
+    wrong = [key for key in IDENTITY if isinstance(record.get(key), (dict, list))]
+    wrong += [key for key in (*SECTIONS, "config") if record.get(key) is not None and not isinstance(record[key], dict)]
+    if wrong:
+        raise RecordError(f"{path}: field(s) {wrong} of the wrong type (identity fields are plain values, "
+                          "sections are objects)")
+
+
 def find_records(root: Path | str) -> list[Path]:
-    """All `record.json` files below a runs root, sorted."""
-    return sorted(Path(root).rglob(RECORD_FILE))
+    """All `record.json` files below a runs root, sorted; folders whose name starts with '.' (runs in progress,
+    locks, runs being replaced) are left out."""
+    root = Path(root)
+    return sorted(p for p in root.rglob(RECORD_FILE)
+                  if not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def load_records(root: Path | str) -> list[dict[str, Any]]:
-    """Read every record below a root; unreadable files are logged and skipped."""
-    records = []
+    """Read every record below a root; unreadable files are logged and skipped (see `load_all`)."""
+    return load_all(root)[0]
+
+
+def load_all(root: Path | str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Every record below a root, and the unreadable ones as (path, why), each logged as a warning."""
+    records, unreadable = [], []
     for path in find_records(root):
         try:
             records.append(read_record(path))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # JSONDecodeError and RecordError are ValueErrors
             log.warning("skipping unreadable record %s: %s", path, exc)
-    return records
+            unreadable.append((str(path), f"{type(exc).__name__}: {exc}"))
+    return records, unreadable
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -154,12 +202,22 @@ def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def is_finished(directory: Path | str, config_hash: str) -> bool:
-    """True when the run directory holds an `ok` record made from the same config."""
-    path = Path(directory) / RECORD_FILE
-    if not path.is_file():
-        return False
+    """True when the run directory holds an `ok` record made from the same config and a readable executed notebook."""
+    directory = Path(directory)
     try:
-        record = read_record(path)
-    except (OSError, json.JSONDecodeError):
+        record = read_record(directory / RECORD_FILE)
+    except (OSError, ValueError):
         return False
-    return record.get("status") == "ok" and record.get("config_hash") == config_hash
+    if record.get("status") != "ok" or record.get("config_hash") != config_hash:
+        return False
+    return notebook_readable(directory / NOTEBOOK_FILE)
+
+
+def notebook_readable(path: Path) -> bool:
+    """True when `path` is a non-empty JSON notebook (an object with cells)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            notebook = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(notebook, dict) and isinstance(notebook.get("cells"), list)

@@ -7,6 +7,7 @@ Only yaml and the standard library are used here.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -100,10 +101,19 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return _scalar(value, hint, key)
 
 
+#: A number in exponent notation that YAML 1.1 (PyYAML) reads as a string: `1e6`, `1.0e6` (no dot or no sign).
+EXPONENT_TEXT = re.compile(r"([-+]?)(\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)")
+
+
 def _scalar(value: Any, hint: Any, key: str) -> Any:
     """Check a scalar: bool is never taken for int, int is taken for float."""
     if hint is Any:
         return value
+    if hint in (int, float) and isinstance(value, str) and EXPONENT_TEXT.fullmatch(value):
+        sign, whole, frac, exp_sign, exp = EXPONENT_TEXT.fullmatch(value).groups()
+        fixed = f"{sign}{whole}.{frac or '0'}e{exp_sign or '+'}{exp}"
+        raise ConfigError(f"{key}: {value!r} is read as text by YAML, which needs a dot and a signed exponent: "
+                          f"write {fixed}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool):

@@ -1,8 +1,10 @@
 """Validate a dataset root on disk before any training: categories, layout, masks, counts, readability.
 
 `check_dataset` returns a `DatasetCheck` (per-category counts, errors and notes) that
-`vadbench data check` prints and `vadbench run` uses in its preflight. Only PIL image headers are
-read, so a full MVTec AD or VisA root checks in seconds.
+`vadbench data check` prints and `vadbench run` uses in its preflight. Every image and mask is fully
+decoded (a truncated file is named before training, not while scoring) and paths anomalib refuses
+(non-ASCII) are named with the fix. Decode results are cached per file (size, mtime) under
+outputs/cache/image-checks, so a category is decoded once; docs/datasets.md states the cost.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vadbench.data.images import IMAGE_SUFFIXES, image_size, images_in
+from vadbench.data import images as files
+from vadbench.data.images import IMAGE_SUFFIXES, images_below, images_in
 from vadbench.data.registry import Counts, DatasetInfo, info
 from vadbench.errors import DatasetError
 
@@ -105,7 +108,23 @@ def check_dataset(kind: str, root: Path | str, categories: list[str] | None = No
 
 def check_category(kind: str, root: Path | str, category: str) -> CategoryCheck:
     """Check one category of a root (the root itself is assumed to exist)."""
-    entry, root = info(kind), Path(root)
+    with files.decode_cache(root):
+        return _check_category(kind, Path(root), category)
+
+
+def check_demo_category(root: Path, category: str) -> CategoryCheck:
+    """The demo (built by our code): no layout or count check, but every image below the category decodes and
+    its paths are ones anomalib takes."""
+    check = CategoryCheck(category)
+    with files.decode_cache(root):
+        paths = images_below(root / category)
+        if _check_paths(root / category, paths, check):
+            _check_readable(paths, check)
+    return check
+
+
+def _check_category(kind: str, root: Path, category: str) -> CategoryCheck:
+    entry = info(kind)
     check = CategoryCheck(category, expected=entry.expected.get(category))
     if entry.categories and category not in entry.categories:
         check.errors.append(f"unknown category '{category}' for {kind}; known: {list(entry.categories)}")
@@ -113,6 +132,8 @@ def check_category(kind: str, root: Path | str, category: str) -> CategoryCheck:
     wrong = diagnose_root(entry, root, category)
     if wrong:
         check.errors.append(wrong)
+        return check
+    if not _check_paths(root / category, images_below(root / category), check):
         return check
     fix = "an incomplete or modified copy; re-download or re-unpack it"
     if entry.layout == "visa":
@@ -159,17 +180,37 @@ def _named(paths: list, what: str) -> str:
     return f"{len(paths)} {what}: {shown}{more}"
 
 
-def _check_readable(paths: list[Path], check: CategoryCheck) -> dict[Path, tuple[int, int]]:
-    """Sizes of the readable images; one error naming the unreadable ones."""
-    sizes, bad = {}, []
-    for path in paths:
-        size = image_size(path)
-        if size is None:
-            bad.append(path)
-        else:
-            sizes[path] = size
+def _check_paths(folder: Path, paths: list[Path], check: CategoryCheck) -> bool:
+    """False (with an error naming the fix) when anomalib would refuse the folder or a file below it.
+
+    anomalib resolves symlinks before it checks, so the resolved path is what must be printable ASCII.
+    """
+    resolved = folder.resolve()
+    if files.anomalib_refuses(resolved):
+        check.errors.append(f"{folder} (resolved: {resolved}) has non-ASCII characters, which anomalib refuses "
+                            "(\"Path contains non-printable characters\"; it follows symlinks, so an ASCII symlink "
+                            "to it does not help): move or rename the dataset to an ASCII path and set the root "
+                            "there (a symlink from the old name to the new path keeps other tools working)")
+        return False
+    bad = [p for p in paths if files.anomalib_refuses(resolved / p.relative_to(folder))]
     if bad:
-        check.errors.append(_named(bad, "unreadable image(s) (not a valid image file; re-copy them)"))
+        check.errors.append(_named(bad, "file(s) whose names anomalib refuses (non-ASCII characters): "
+                                        "rename them to ASCII"))
+        return False
+    return True
+
+
+def _check_readable(paths: list[Path], check: CategoryCheck) -> dict[Path, tuple[int, int]]:
+    """Sizes of the images, fully decoded; one error naming every file that does not decode, each with why."""
+    sizes, bad = {}, []
+    for path, decoded in files.decode_all(paths).items():
+        if decoded.size is None:
+            bad.append(f"{path} ({decoded.error})")
+        else:
+            sizes[path] = decoded.size
+    if bad:
+        check.errors.append(f"{len(bad)} unreadable image(s) (not a valid image file; re-copy them): "
+                            + ", ".join(bad))
     return sizes
 
 
@@ -186,14 +227,15 @@ def mask_for(image: Path, mask_dir: Path) -> Path | None:
 def _check_masks(defects: list[Path], mask_dir: Path, sizes: dict, check: CategoryCheck) -> None:
     """Every defect image has a readable mask of its own size in mask_dir."""
     missing, wrong = [], []
-    for image in defects:
-        mask = mask_for(image, mask_dir)
+    found = {image: mask_for(image, mask_dir) for image in defects}
+    decoded = files.decode_all([m for m in found.values() if m is not None])
+    for image, mask in found.items():
         if mask is None:
             missing.append(image)
             continue
-        size = image_size(mask)
+        size = decoded[mask].size
         if size is None:
-            wrong.append(f"{mask} (unreadable)")
+            wrong.append(f"{mask} (unreadable: {decoded[mask].error})")
         elif image in sizes and size != sizes[image]:
             wrong.append(f"{mask} is {size[0]}x{size[1]} but {image.name} is {sizes[image][0]}x{sizes[image][1]}")
     if missing:
@@ -258,12 +300,13 @@ def read_split_csv(path: Path) -> list[dict[str, str]]:
 
 def _check_visa_masks(root: Path, anomalies: list[dict[str, str]], sizes: dict, check: CategoryCheck) -> None:
     missing, wrong = [], []
-    for row in anomalies:
-        image, mask = root / row["image"], root / row["mask"] if row.get("mask") else None
+    pairs = [(root / r["image"], root / r["mask"] if r.get("mask") else None) for r in anomalies]
+    decoded = files.decode_all([m for _, m in pairs if m is not None and m.is_file()])
+    for image, mask in pairs:
         if mask is None or not mask.is_file():
             missing.append(image)
             continue
-        size = image_size(mask)
+        size = decoded[mask].size
         if size is None or (image in sizes and size != sizes[image]):
             wrong.append(f"{mask} ({'unreadable' if size is None else f'{size[0]}x{size[1]}'}, image "
                          f"{image.name} is {'?' if image not in sizes else f'{sizes[image][0]}x{sizes[image][1]}'})")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vadbench.config import DatasetSpec, RunSpec
+from vadbench.config import MIN_TRAIN_IMAGES, DatasetSpec, RunSpec
 from vadbench.data import checks as layouts
 from vadbench.data.images import images_in
 from vadbench.data.registry import DATASET_KINDS, info
@@ -60,6 +60,11 @@ def validate_category(dataset: DatasetSpec, category: str) -> layouts.CategoryCh
         if not (folder / sub).is_dir():
             raise DatasetError(f"dataset '{dataset.name}': {folder / sub} is missing: not an MVTec AD layout; "
                                f"{FIX_HINT['demo']}")
+    check = layouts.check_demo_category(root, category)
+    if check.errors:
+        more = f" (and {len(check.errors) - 1} more: `vadbench data check demo --root {root}`)" \
+            if len(check.errors) > 1 else ""
+        raise DatasetError(f"dataset '{dataset.name}' category '{category}': {check.errors[0]}{more}")
     return None
 
 
@@ -128,6 +133,21 @@ def _validation_from_test(check: layouts.CategoryCheck, val_source: str) -> tupl
         return good + defect, good + defect
     tested = _split_sizes(good, 0.5)[0] + _split_sizes(defect, 0.5)[0]
     return good + defect - tested, tested
+
+
+def check_minimums(dataset: DatasetSpec, category: str, plan: SplitPlan, models: list, val_source: str) -> None:
+    """DatasetError unless the split leaves each model its minimum of training images and one held-out image."""
+    fix = f"raise datasets[{dataset.name}].train_ratio, lower evaluation.val_ratio, or add training images"
+    where = f"dataset '{dataset.name}' category '{category}'"
+    for model in models:
+        needed = MIN_TRAIN_IMAGES.get(model.kind, 1)
+        if plan.train_images < needed:
+            raise DatasetError(f"{where}: {plan.train_images} training image(s) left after the hold-out and "
+                               f"train_ratio {dataset.train_ratio}, but {model.name} ({model.kind}) needs at least "
+                               f"{needed}; {fix}")
+    if val_source == "train" and plan.val_images < 1:
+        raise DatasetError(f"{where}: no normal training image held out for thresholds (evaluation.val_ratio "
+                           f"too small for {plan.val_images + plan.available} images); raise evaluation.val_ratio")
 
 
 # ---- datamodules ----------------------------------------------------------------------------------

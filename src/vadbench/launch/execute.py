@@ -1,7 +1,9 @@
-"""One run: execute notebooks/train_evaluate.ipynb with papermill into the run's folder; record a failure.
+"""One run: execute notebooks/train_evaluate.ipynb with papermill; record a failure.
 
 Every launcher (this process, worker processes, submitit jobs, Kaggle kernels) runs a run through
 `execute_run`, so records land in the same place with the same content whichever launcher ran them.
+A run is locked (`vadbench.launch.locks`) and executes into a staging folder beside its final place,
+swapped in only when complete (`vadbench.launch.staging`): a run folder is complete or absent.
 """
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 from vadbench import records
 from vadbench.config import RunSpec
+from vadbench.errors import OutputError
+from vadbench.launch import locks, staging
 from vadbench.paths import kernel_environ, notebooks_dir
 
 log = logging.getLogger(__name__)
@@ -31,31 +36,111 @@ def kernel_env(kind: str) -> contextlib.AbstractContextManager[None]:
     return kernel_environ({**quiet, **KERNEL_ENV.get(kind, {})})
 
 
-def execute_run(run: RunSpec, params_file: str, output_root: Path, directory: Path) -> bool:
-    """Execute the notebook for one run; on failure write a failed record. True when it succeeded."""
+Outcome = Literal["ok", "failed", "locked", "finished"]  # finished: another batch finished it meanwhile
+
+
+def execute_run(run: RunSpec, params_file: str, output_root: Path, directory: Path, force: bool = False) -> Outcome:
+    """Run one run as the only owner of its folder, into a staging folder swapped in only when complete.
+
+    Returns `locked` (another process holds the run; nothing done), `finished` (found finished once locked,
+    unless force), `ok`, or `failed` (a failed record is written, or logged when the folder cannot be written).
+    """
+    lock = locks.RunLock(directory, run.label)
+    try:
+        if not lock.acquire():
+            log.warning("%s: skipped, another batch is running it (%s; lock %s)", run.label,
+                        locks.owner_text(lock.holder), lock.path)
+            return "locked"
+    except OSError as exc:
+        return _unwritable(run, directory, exc)
+    try:
+        staging.recover(directory)
+        if not force and records.is_finished(directory, run.config_hash):
+            log.info("%s: finished by another batch meanwhile, skipped", run.label)
+            return "finished"
+        return _execute_owned(run, params_file, directory)
+    except OSError as exc:
+        return _unwritable(run, directory, exc)
+    finally:
+        lock.release()
+
+
+def _execute_owned(run: RunSpec, params_file: str, directory: Path) -> Outcome:
+    """Execute the notebook into a staging folder, record a failure there, and swap the folder in."""
     import papermill
 
-    directory.mkdir(parents=True, exist_ok=True)
-    started = records.now()
-    t0 = time.monotonic()
+    stage = staging.Staging(directory, run)
+    started, t0 = records.now(), time.monotonic()
+    active = locks.ActiveRuns(run.label)
+    active.start()
     try:
         with kernel_env(run.model.kind):
             papermill.execute_notebook(
-                str(notebooks_dir() / NOTEBOOK), str(directory / NOTEBOOK),
+                str(notebooks_dir() / NOTEBOOK), str(stage.run_dir / NOTEBOOK),
                 parameters={"experiment": str(params_file), "model": run.model.name, "dataset": run.dataset.name,
-                            "category": run.category, "seed": run.seed, "output_dir": str(output_root)},
+                            "category": run.category, "seed": run.seed, "output_dir": str(stage.root)},
                 kernel_name="python3", cwd=os.getcwd(), progress_bar=False, log_output=False,
+                kernel_manager_class=stage.kernel_manager_class(),
             )
+        error = None
     except Exception as exc:  # papermill raises its own error for a failing cell; anything else is a failure too
+        if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+            stage.discard()
+            raise KeyboardInterrupt from exc
         error = _error_text(exc)
+    except BaseException:  # an interrupt: nothing of this attempt is kept, the old run folder stays as it was
+        stage.discard()
+        raise
+    finally:
+        shared = active.finish()
+    if error is None and not records.is_finished(stage.run_dir, run.config_hash):
+        error = "notebook finished without writing an ok record"
+    if error is not None:
         log.error("%s failed after %.0f s: %s (see %s)", run.label, time.monotonic() - t0, error, directory / NOTEBOOK)
-        write_failed_record(run, directory, error, started)
-        return False
-    if not records.is_finished(directory, run.config_hash):
-        write_failed_record(run, directory, "notebook finished without writing an ok record", started)
-        return False
+        write_failed_record(run, stage.run_dir, error, started)
+        stage.commit_failed(run.config_hash)
+        return "failed"
+    mark_sharing(stage.run_dir, shared)
+    stage.commit()
     log.info("%s finished in %.0f s", run.label, time.monotonic() - t0)
-    return True
+    return "ok"
+
+
+def mark_sharing(directory: Path, shared: list[str] | None) -> None:
+    """Add to the record whether other runs used this machine while it ran (and so while it was timed); None: unknown."""
+    record = records.read_record(directory)
+    record.pop("_path", None)
+    environment = dict(record.get("environment") or {})
+    environment["machine_shared"] = None if shared is None else bool(shared)
+    environment["concurrent_runs"] = None if shared is None else len(shared)
+    record["environment"] = environment
+    if shared:
+        log.warning("%s: %d other run(s) used this machine while it was timed (%s); its timings say so "
+                    "(environment.machine_shared)", record.get("model"), len(shared), ", ".join(sorted(set(shared))[:3]))
+    records.write_record(directory, record)
+
+
+def _unwritable(run: RunSpec, directory: Path, exc: OSError) -> Outcome:
+    """A run whose folder cannot be written: logged as failed (and recorded if the folder takes a record)."""
+    log.error("%s failed: its run folder %s cannot be written: %s", run.label, directory, exc)
+    try:
+        write_failed_record(run, directory, f"{type(exc).__name__}: {exc}", records.now())
+    except OSError as again:
+        log.error("%s: no failed record written either: %s", run.label, again)
+    return "failed"
+
+
+def probe_output(root: Path) -> None:
+    """Create the runs root and write (then remove) a file in it; OutputError naming the path and the fix otherwise."""
+    probe = Path(root) / f".write-probe-{os.getpid()}"
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(f"--output {root} cannot be written ({reason}): choose a writable folder "
+                          "or fix its permissions") from None
 
 
 def _error_text(exc: Exception) -> str:

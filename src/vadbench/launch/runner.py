@@ -8,26 +8,38 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vadbench import records
 from vadbench.config import Experiment, RunSpec, expand_runs, load_experiment
 from vadbench.errors import ConfigError
 from vadbench.launch import workers as launchers
-from vadbench.launch.execute import execute_run, record_of, write_failed_record
+from vadbench.launch.execute import Outcome, execute_run, probe_output, record_of, write_failed_record
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class BatchResult:
-    """What a batch did: counts by outcome and the failed runs' labels."""
+    """What a batch did: counts by outcome, the failed runs' labels and those another batch held (locked)."""
 
     total: int
     done: int = 0
     skipped: int = 0
     failed: list[str] | None = None
+    locked: list[str] = field(default_factory=list)
+
+    def tally(self, label: str, outcome: Outcome) -> None:
+        """Count one run's outcome."""
+        if outcome == "ok":
+            self.done += 1
+        elif outcome == "finished":
+            self.skipped += 1
+        elif outcome == "locked":
+            self.locked.append(label)
+        else:
+            self.failed.append(label)
 
     @property
     def exit_code(self) -> int:
@@ -54,6 +66,8 @@ def check_datasets(exp: Experiment) -> dict[tuple[str, str], object]:
             check = data.validate_category(ds, category)
             plans[ds.name, category] = data.plan_split(ds, category, exp.evaluation.val_ratio,
                                                        ds.val_source or exp.evaluation.val_source, check)
+            data.check_minimums(ds, category, plans[ds.name, category], exp.models,
+                                ds.val_source or exp.evaluation.val_source)
     return plans
 
 
@@ -106,6 +120,7 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
     if dry_run:
         return _dry_run(exp, runs, output_root)
     preflight(exp)
+    probe_output(output_root)
     if not dry_run:
         prepare(exp)
     result = BatchResult(total=len(runs), failed=[])
@@ -122,38 +137,36 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
             continue
         log.info("[%d/%d] %s: running (elapsed %s, %d left after this)", index, len(runs), run.label,
                  _clock(time.monotonic() - started), len(runs) - index)
-        ok = execute_run(run, exp.source, output_root, directory)
-        if ok:
-            result.done += 1
-        else:
-            result.failed.append(run.label)
+        result.tally(run.label, execute_run(run, exp.source, output_root, directory, force=force))
     if pending:
-        _launch(pending, exp, output_root, workers, launcher, slurm_params, result)
-    log.info("batch %s: %d run, %d skipped, %d failed in %s", exp.name, result.done, result.skipped,
-             len(result.failed), _clock(time.monotonic() - started))
+        _launch(pending, exp, output_root, workers, launcher, slurm_params, result, force)
+    log.info("batch %s: %d run, %d skipped, %d failed, %d left to another batch (locked) in %s", exp.name,
+             result.done, result.skipped, len(result.failed), len(result.locked), _clock(time.monotonic() - started))
     for label in result.failed:
         log.error("failed: %s", label)
+    for label in result.locked:
+        log.warning("not run here, another batch holds it: %s", label)
     return result
 
 
 def _launch(pending: list[tuple[RunSpec, Path]], exp: Experiment, output_root: Path, workers: int | None,
-            launcher: str, slurm_params: Path | str | None, result: BatchResult) -> None:
+            launcher: str, slurm_params: Path | str | None, result: BatchResult, force: bool = False) -> None:
     """Hand pending runs to a launcher (vadbench.launch.workers) and tally what comes back."""
     if launcher not in launchers.LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; choose one of {list(launchers.LAUNCHERS)}")
     if launcher == "local":
-        outcomes = launchers.launch_workers(pending, exp.source, output_root, launchers.worker_envs(workers, exp.device))
+        outcomes = launchers.launch_workers(pending, exp.source, output_root, launchers.worker_envs(workers, exp.device),
+                                            force)
     else:
         envs = launchers.worker_envs(workers or len(pending), exp.device) if launcher == "submitit-local" else None
         outcomes = launchers.launch_submitit(pending, exp.source, output_root, launcher,
                                              launchers.load_slurm_spec(slurm_params),
-                                             Path("outputs/launcher") / launcher / exp.name, envs)
+                                             Path("outputs/launcher") / launcher / exp.name, envs, force)
     directories = {run.label: directory for run, directory in pending}
-    for run, ok in outcomes:
-        if ok:
-            result.done += 1
+    for run, outcome in outcomes:
+        result.tally(run.label, outcome)
+        if outcome != "failed":
             continue
-        result.failed.append(run.label)
         if not record_of(directories[run.label], run.config_hash):  # the worker or job died before recording
             write_failed_record(run, directories[run.label], "launcher: the worker or job died (see its log)", records.now())
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 from vadbench.config import RunSpec
 from vadbench.errors import ConfigError
-from vadbench.launch.execute import execute_run
+from vadbench.launch.execute import Outcome, execute_run
 from vadbench.strict import load_yaml
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,12 @@ def _init_worker(slots: "mp.Queue[dict[str, str]]") -> None:
     log.debug("worker %d pinned: %s", os.getpid(), env)
 
 
-def _execute(run: RunSpec, params_file: str, output_root: str, directory: str) -> bool:
-    return execute_run(run, params_file, Path(output_root), Path(directory))
+def _execute(run: RunSpec, params_file: str, output_root: str, directory: str, force: bool = False) -> Outcome:
+    return execute_run(run, params_file, Path(output_root), Path(directory), force=force)
 
 
 def launch_workers(pending: list[tuple[RunSpec, Path]], params_file: str, output_root: Path,
-                   envs: list[dict[str, str]]) -> Iterator[tuple[RunSpec, bool]]:
+                   envs: list[dict[str, str]], force: bool = False) -> Iterator[tuple[RunSpec, Outcome]]:
     """Run pending runs on len(envs) worker processes (spawned, each pinned to one slot)."""
     context = mp.get_context("spawn")
     slots = context.Queue()
@@ -105,19 +105,19 @@ def launch_workers(pending: list[tuple[RunSpec, Path]], params_file: str, output
     log.info("%d runs on %d workers (%s)", len(pending), len(envs), "; ".join(map(_env_text, envs)))
     with ProcessPoolExecutor(max_workers=len(envs), mp_context=context, initializer=_init_worker,
                              initargs=(slots,)) as pool:
-        futures = {pool.submit(_execute, run, params_file, str(output_root), str(directory)): run
+        futures = {pool.submit(_execute, run, params_file, str(output_root), str(directory), force): run
                    for run, directory in pending}
         for future in as_completed(futures):
             yield futures[future], _outcome(future, futures[future])
 
 
-def _outcome(future, run: RunSpec) -> bool:
-    """A future's bool, or False (logged) when the worker itself died."""
+def _outcome(future, run: RunSpec) -> Outcome:
+    """A future's outcome, or `failed` (logged) when the worker itself died."""
     try:
-        return bool(future.result())
+        return future.result()
     except Exception as exc:  # a crashed worker process, not a failing notebook (execute_run catches those)
         log.error("%s: worker failed: %s: %s", run.label, type(exc).__name__, exc)
-        return False
+        return "failed"
 
 
 def _env_text(env: dict[str, str]) -> str:
@@ -127,11 +127,11 @@ def _env_text(env: dict[str, str]) -> str:
 # ---- submitit --------------------------------------------------------------------------------
 
 def _submitit_job(run: RunSpec, params_file: str, output_root: str, directory: str, cwd: str,
-                  env: dict[str, str]) -> bool:
+                  env: dict[str, str], force: bool = False) -> Outcome:
     """What a submitit job runs: the project dir as cwd, the slot's env, then execute_run."""
     os.chdir(cwd)
     os.environ.update(env)
-    return _execute(run, params_file, output_root, directory)
+    return _execute(run, params_file, output_root, directory, force)
 
 
 def make_executor(launcher: Launcher, folder: Path, slurm: SlurmSpec, run_minutes: int | None = None):
@@ -155,8 +155,8 @@ def make_executor(launcher: Launcher, folder: Path, slurm: SlurmSpec, run_minute
 
 
 def launch_submitit(pending: list[tuple[RunSpec, Path]], params_file: str, output_root: Path, launcher: Launcher,
-                    slurm: SlurmSpec, log_root: Path, envs: list[dict[str, str]] | None = None
-                    ) -> Iterator[tuple[RunSpec, bool]]:
+                    slurm: SlurmSpec, log_root: Path, envs: list[dict[str, str]] | None = None,
+                    force: bool = False) -> Iterator[tuple[RunSpec, Outcome]]:
     """Submit one job per run and wait for them; the job logs go under log_root/%j."""
     executor = make_executor(launcher, log_root / "%j", slurm)
     cwd, output_root = os.getcwd(), Path(output_root).resolve()
@@ -165,12 +165,12 @@ def launch_submitit(pending: list[tuple[RunSpec, Path]], params_file: str, outpu
     with executor.batch():
         for i, (run, directory) in enumerate(pending):
             jobs.append((run, executor.submit(_submitit_job, run, params_file, str(output_root),
-                                               str(Path(directory).resolve()), cwd, envs[i % len(envs)])))
+                                               str(Path(directory).resolve()), cwd, envs[i % len(envs)], force)))
     log.info("submitted %d %s jobs (logs under %s)", len(jobs), launcher, log_root)
     for run, job in jobs:
         try:
-            ok = bool(job.result())
+            outcome: Outcome = job.result()
         except Exception as exc:  # the job itself died (pre-emption, time limit, node failure)
             log.error("%s: job %s failed: %s", run.label, job.job_id, str(exc).splitlines()[0] if str(exc) else exc)
-            ok = False
-        yield run, ok
+            outcome = "failed"
+        yield run, outcome

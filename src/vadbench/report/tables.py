@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vadbench.errors import ReportError
-from vadbench.records import GROUP, IDENTITY, METRICS, load_records, records_frame
+from vadbench.records import GROUP, IDENTITY, METRICS, load_all, records_frame
 from vadbench.report import breakdowns as report_tables
 from vadbench.report import references
 from vadbench.report.frames import is_ok, with_columns
@@ -70,12 +70,13 @@ def load_frame(runs_dir: Path | str) -> pd.DataFrame:
     Raises FileNotFoundError when there is none, so an empty report is never produced silently.
     """
     runs_dir = Path(runs_dir)
-    records = load_records(runs_dir) if runs_dir.is_dir() else []
+    records, unreadable = load_all(runs_dir) if runs_dir.is_dir() else ([], [])
     if not records:
         raise ReportError(f"no run records (*/record.json) under {runs_dir}: nothing to report; "
                           "run `vadbench run params/experiments/<experiment>.yaml` first or pass --runs")
-    log.info("read %d records from %s", len(records), runs_dir)
-    return records_frame(records)
+    log.info("read %d records from %s (%d unreadable)", len(records), runs_dir, len(unreadable))
+    # an unreadable record counts and is listed like a failed run (status `unreadable`), never averaged
+    return records_frame([*records, *({"status": "unreadable", "error": why, "_path": path} for path, why in unreadable)])
 
 
 def _numeric(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> pd.DataFrame:
