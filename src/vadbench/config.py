@@ -103,9 +103,23 @@ class PadimParams:
     n_features: int = 100
 
 
-ModelParams = DraemParams | EfficientAdParams | PatchcoreParams | PadimParams
+@dataclass(frozen=True)
+class AnomalibParams:
+    """Any anomalib image model by class name (`class:` in params), with keyword arguments for its constructor.
+
+    init_args are checked against the class's signature before training (vadbench.models.zoo); where the
+    class takes a `backbone`, `backbone` names one of our local backbones (vadbench.models.backbones).
+    """
+
+    class_name: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+
+
+ModelParams = DraemParams | EfficientAdParams | PatchcoreParams | PadimParams | AnomalibParams
 MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams,
-                                 "patchcore": PatchcoreParams, "padim": PadimParams}
+                                 "patchcore": PatchcoreParams, "padim": PadimParams, "anomalib": AnomalibParams}
+#: YAML keys spelt differently from their field (`class` is a Python keyword).
+_PARAM_KEYS = {"anomalib": {"class": "class_name"}}
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,7 @@ class ModelSpec:
     """One model of an experiment: a label, the anomalib model kind and its settings."""
 
     name: str
-    kind: Literal["draem", "efficientad", "patchcore", "padim"]
+    kind: str  # a key of MODEL_PARAMS
     image_size: int = 256
     train: TrainSpec = field(default_factory=TrainSpec)
     params: dict[str, Any] = field(default_factory=dict)  # as written in the file (recorded as such)
@@ -121,13 +135,24 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_PARAMS:
-            raise ConfigError(f"models[{self.name}].kind: {self.kind!r} is not one of {list(MODEL_PARAMS)}")
-        object.__setattr__(self, "settings", build(MODEL_PARAMS[self.kind], self.params, f"models[{self.name}].params"))
+            raise ConfigError(f"models[{self.name}].kind: {self.kind!r} is not one of {list(MODEL_PARAMS)} "
+                              "(any other anomalib model: kind: anomalib with params: {class: <its class name>})")
+        object.__setattr__(self, "settings", build(MODEL_PARAMS[self.kind], _field_names(self.kind, self.params),
+                                                   f"models[{self.name}].params"))
 
     def as_config(self) -> dict[str, Any]:
         """The model as written (name, kind, image size, train budget, params), for the run config."""
         return {"name": self.name, "kind": self.kind, "image_size": self.image_size,
                 "train": dataclasses.asdict(self.train), "params": dict(self.params)}
+
+
+def _field_names(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """params with YAML keys renamed to their dataclass fields (`class` -> `class_name`); a field name itself is refused."""
+    renames = _PARAM_KEYS.get(kind, {})
+    for key, name in renames.items():
+        if name in params:
+            raise ConfigError(f"unknown key {name!r}; write it as {key!r}")
+    return {renames.get(k, k): v for k, v in params.items()}
 
 
 @dataclass(frozen=True)
@@ -261,7 +286,7 @@ def _check_semantics(exp: Experiment) -> None:
         if isinstance(params, EfficientAdParams) and params.distill is not None and params.teacher != "distilled":
             raise ConfigError(f"models[{model.name}].params.distill is set but teacher is {params.teacher!r}: "
                               "set teacher to 'distilled' or remove distill")
-        if model.train.max_steps <= 0 and model.train.max_epochs <= 0:
+        if model.train.max_steps <= 0 and model.train.max_epochs <= 0 and model.kind != "anomalib":
             raise ConfigError(f"models[{model.name}].train: set max_steps or max_epochs to a positive number")
     for ds in exp.datasets:
         if not ds.categories:
