@@ -148,12 +148,28 @@ def check(spec: ModelSpec) -> None:
     if not found.one_pass and spec.train.max_steps <= 0 and spec.train.max_epochs <= 0:
         raise ConfigError(f"models[{spec.name}].train: anomalib sets no training length for {params.class_name}; "
                           "set max_steps or max_epochs")
+    for path in input_paths(params).values():
+        _require_folder(params.class_name, path)
     if found.weights == "backbone":
         from vadbench.models import backbones
 
         backbones.parse(params.init_args.get("backbone", "mobilenet_v2"))
     elif found.weights == "hub":
         hub_file(params)
+
+
+def input_paths(params: AnomalibParams) -> dict[str, str]:
+    """The files and folders init_args name (arguments ending in `_path` or `_dir`), which must exist."""
+    return {k: v for k, v in sorted(params.init_args.items()) if k.endswith(("_path", "_dir")) and isinstance(v, str)}
+
+
+def _require_folder(class_name: str, path: str) -> None:
+    """An input path must exist: anomalib downloads what is missing (e.g. DTD for Glass), and we never do."""
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise InputMissingError(f"{class_name}: {path} does not exist (anomalib would download something there). "
+                                "Create it, or leave the argument out")
 
 
 def hub_file(params: AnomalibParams) -> str:
@@ -188,7 +204,7 @@ def build(spec: ModelSpec, size: tuple[int, int], common: dict[str, Any], seed: 
     check(spec)
     params = spec.settings
     found, cls = CATALOG[params.class_name], model_class(params.class_name)
-    args, facts = dict(params.init_args), {"anomalib_class": params.class_name}
+    args, facts = dict(params.init_args), ({"input_paths": input_paths(params)} if input_paths(params) else {})
     net = None
     if found.weights == "backbone":
         net, facts["backbone"], facts["layers"] = _local_backbone(cls, found, args)
