@@ -205,6 +205,14 @@ def test_catalogue_covers_every_anomalib_image_model():
             assert entry.hub_arch or entry.hub_arg in allowed, name
 
 
+def test_docs_table_names_each_model_with_its_route():
+    routes = {"backbone": "local backbone", "random": "random weights", "hub": "torch hub cache", "refused": "refused"}
+    rows = [line.split(" | ") for line in (ZOO_FILE.parents[2] / "docs/models.md").read_text().splitlines()
+            if line.startswith("| ") and line.count(" | ") == 2]
+    listed = {name.strip("| "): route for names, route, _ in rows for name in names.split(", ")}
+    assert {name: listed.get(name) for name in zoo.CATALOG} == {n: routes[e.weights] for n, e in zoo.CATALOG.items()}
+
+
 def test_existing_kinds_keep_their_config_hash(tmp_path):
     """Records written before `kind: anomalib` existed stay finished: these hashes predate it."""
     exp = {"name": "h", "datasets": [{"name": "d", "kind": "demo", "root": "data", "categories": ["brick"]}],
