@@ -175,8 +175,14 @@ def test_training_length_is_required_where_anomalib_sets_none():
 
 
 def test_class_is_spelt_class_and_params_are_typed_at_load():
-    with pytest.raises(ConfigError, match="unknown key 'class_name'; write it as 'class'"):
-        config.build(config.ModelSpec, {"name": "m", "kind": "anomalib", "params": {"class_name": "Dfm"}}, "m")
+    def model(params: dict) -> config.ModelSpec:
+        return config.build(config.ModelSpec, {"name": "m", "kind": "anomalib", "params": params}, "m")
+
+    with pytest.raises(ConfigError, match=r"unknown key 'models\[m\].params.class_name'; allowed here: "
+                                          r"\['class', 'init_args'\]"):
+        model({"class_name": "Dfm"})
+    with pytest.raises(ConfigError, match=r"missing required key 'models\[m\].params.class'"):
+        model({"init_args": {}})
     typed = spec("Fre", {"layer": "features.13"}).settings
     assert typed == config.AnomalibParams(class_name="Fre", init_args={"layer": "features.13"})
 

@@ -30,14 +30,12 @@ def fake_hub(torch_home: Path) -> dict[str, Path]:
     from vadbench.models import backbones
 
     files = {}
-    torch.hub.set_dir(str(torch_home / "hub"))
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(torch_home))  # where the training process looks
         for *_, arch in HUB:
             path = files[arch] = backbones.hub_file(arch)
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), path)
-    finally:
-        torch.hub.set_dir(None)
     return files
 
 

@@ -137,8 +137,9 @@ class ModelSpec:
         if self.kind not in MODEL_PARAMS:
             raise ConfigError(f"models[{self.name}].kind: {self.kind!r} is not one of {list(MODEL_PARAMS)} "
                               "(any other anomalib model: kind: anomalib with params: {class: <its class name>})")
-        object.__setattr__(self, "settings", build(MODEL_PARAMS[self.kind], _field_names(self.kind, self.params),
-                                                   f"models[{self.name}].params"))
+        where = f"models[{self.name}].params"
+        params = _field_names(self.kind, self.params, where)
+        object.__setattr__(self, "settings", build(MODEL_PARAMS[self.kind], params, where))
 
     def as_config(self) -> dict[str, Any]:
         """The model as written (name, kind, image size, train budget, params), for the run config."""
@@ -146,12 +147,20 @@ class ModelSpec:
                 "train": dataclasses.asdict(self.train), "params": dict(self.params)}
 
 
-def _field_names(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """params with YAML keys renamed to their dataclass fields (`class` -> `class_name`); a field name itself is refused."""
+def _field_names(kind: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """params with YAML keys renamed to their dataclass fields (`class` -> `class_name`); errors name the YAML keys."""
     renames = _PARAM_KEYS.get(kind, {})
-    for key, name in renames.items():
-        if name in params:
-            raise ConfigError(f"unknown key {name!r}; write it as {key!r}")
+    if not renames or not isinstance(params, dict):
+        return params
+    fields = {f.name: f for f in dataclasses.fields(MODEL_PARAMS[kind])}
+    yaml_keys = {key: key for key in fields} | {name: key for key, name in renames.items()}  # field -> YAML key
+    unknown = sorted(set(params) - set(yaml_keys.values()), key=str)
+    if unknown:
+        raise ConfigError(f"unknown key '{where}.{unknown[0]}'; allowed here: {sorted(yaml_keys.values())}")
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and yaml_keys[name] not in params:
+            raise ConfigError(f"missing required key '{where}.{yaml_keys[name]}'")
     return {renames.get(k, k): v for k, v in params.items()}
 
 
