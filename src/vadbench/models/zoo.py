@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vadbench.config import AnomalibParams, ModelSpec
@@ -165,8 +166,6 @@ def input_paths(params: AnomalibParams) -> dict[str, str]:
 
 def _require_folder(class_name: str, path: str) -> None:
     """An input path must exist: anomalib downloads what is missing (e.g. DTD for Glass), and we never do."""
-    from pathlib import Path
-
     if not Path(path).exists():
         raise InputMissingError(f"{class_name}: {path} does not exist (anomalib would download something there). "
                                 "Create it, or leave the argument out")
