@@ -72,7 +72,7 @@ def test_hash_changes_with_params_and_is_stable(tmp_path):
     (["models", 1, "params", "lr"], "fast", "models[ea].params.lr: expected float, got str"),
     (["models", 0, "image_size"], 64.5, "models[0].image_size: expected int"),
     (["models", 0, "image_size"], True, "expected int, got bool"),
-    (["models", 0, "kind"], "fastflow", "'fastflow' is not one of ['draem', 'efficientad', 'patchcore', 'padim']"),
+    (["models", 0, "kind"], "fastflow", "'fastflow' is not one of ['draem', 'efficientad', 'patchcore', 'padim', 'anomalib']"),
     (["models", 1, "params", "model_size"], "s", "'s' is not one of ['small', 'medium']"),
     (["seeds"], 0, "seeds: expected a list"),
     (["evaluation"], {"val_ratio": 1.5}, "val_ratio must lie strictly between 0 and 1"),

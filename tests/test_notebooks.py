@@ -109,7 +109,7 @@ def test_run_all_from_the_notebooks_folder_equals_the_runners_record(tmp_path, m
     monkeypatch.chdir(project)  # what `vadbench run` does, from the project folder
     run = config.find_run(config.load_experiment("params/experiments/demo.yaml"), *RUN.values())
     directory = records.run_dir(project / "outputs/runner", "demo", *RUN.values())
-    assert execute.execute_run(run, "params/experiments/demo.yaml", Path("outputs/runner"), directory)
+    assert execute.execute_run(run, "params/experiments/demo.yaml", Path("outputs/runner"), directory) == "ok"
     batch = records.read_record(directory)
 
     assert interactive["status"] == batch["status"] == "ok"
@@ -132,7 +132,7 @@ def test_summary_run_all_from_the_notebooks_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(project)
     run = config.find_run(config.load_experiment("params/experiments/demo.yaml"), *RUN.values())
     assert execute.execute_run(run, "params/experiments/demo.yaml", Path("outputs/runs"),
-                               records.run_dir("outputs/runs", "demo", *RUN.values()))
+                               records.run_dir("outputs/runs", "demo", *RUN.values())) == "ok"
     papermill.execute_notebook(str(project / "notebooks/summary.ipynb"), str(tmp_path / "summary.ipynb"),
                                kernel_name="python3", cwd=str(project / "notebooks"), progress_bar=False)
     comparison = (project / "outputs/report/tables/comparison.csv").read_text()

@@ -103,11 +103,26 @@ class PadimParams:
     n_features: int = 100
 
 
-ModelParams = DraemParams | EfficientAdParams | PatchcoreParams | PadimParams
+@dataclass(frozen=True)
+class AnomalibParams:
+    """Any anomalib image model by class name (`class:` in params), with keyword arguments for its constructor.
+
+    init_args are checked against the class's signature before training (vadbench.models.zoo); where the
+    class takes a `backbone`, `backbone` names one of our local backbones (vadbench.models.backbones).
+    """
+
+    class_name: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+
+
+ModelParams = DraemParams | EfficientAdParams | PatchcoreParams | PadimParams | AnomalibParams
 MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams,
-                                 "patchcore": PatchcoreParams, "padim": PadimParams}
+                                 "patchcore": PatchcoreParams, "padim": PadimParams, "anomalib": AnomalibParams}
+#: YAML keys spelt differently from their field (`class` is a Python keyword).
+_PARAM_KEYS = {"anomalib": {"class": "class_name"}}
 #: Smallest image_size each model runs at: EfficientAD's PDN needs 256 px; DRÆM's U-Net pools its input five
-#: times (16 px fails); PatchCore/PaDiM use backbone features down to stride 16.
+#: times (16 px fails); PatchCore/PaDiM use backbone features down to stride 16. Other anomalib models: their
+#: own minimums are checked by vadbench.models.zoo.
 MIN_IMAGE_SIZE = {"efficientad": 256, "draem": 32, "patchcore": 32, "padim": 32}
 #: Fewest training images (after hold-out and train_ratio) each model can fit: PaDiM's per-patch covariance
 #: is NaN from one image; the others need one.
@@ -119,7 +134,7 @@ class ModelSpec:
     """One model of an experiment: a label, the anomalib model kind and its settings."""
 
     name: str
-    kind: Literal["draem", "efficientad", "patchcore", "padim"]
+    kind: str  # a key of MODEL_PARAMS
     image_size: int = 256
     train: TrainSpec = field(default_factory=TrainSpec)
     params: dict[str, Any] = field(default_factory=dict)  # as written in the file (recorded as such)
@@ -127,13 +142,33 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_PARAMS:
-            raise ConfigError(f"models[{self.name}].kind: {self.kind!r} is not one of {list(MODEL_PARAMS)}")
-        object.__setattr__(self, "settings", build(MODEL_PARAMS[self.kind], self.params, f"models[{self.name}].params"))
+            raise ConfigError(f"models[{self.name}].kind: {self.kind!r} is not one of {list(MODEL_PARAMS)} "
+                              "(any other anomalib model: kind: anomalib with params: {class: <its class name>})")
+        where = f"models[{self.name}].params"
+        params = _field_names(self.kind, self.params, where)
+        object.__setattr__(self, "settings", build(MODEL_PARAMS[self.kind], params, where))
 
     def as_config(self) -> dict[str, Any]:
         """The model as written (name, kind, image size, train budget, params), for the run config."""
         return {"name": self.name, "kind": self.kind, "image_size": self.image_size,
                 "train": dataclasses.asdict(self.train), "params": dict(self.params)}
+
+
+def _field_names(kind: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """params with YAML keys renamed to their dataclass fields (`class` -> `class_name`); errors name the YAML keys."""
+    renames = _PARAM_KEYS.get(kind, {})
+    if not renames or not isinstance(params, dict):
+        return params
+    fields = {f.name: f for f in dataclasses.fields(MODEL_PARAMS[kind])}
+    yaml_keys = {key: key for key in fields} | {name: key for key, name in renames.items()}  # field -> YAML key
+    unknown = sorted(set(params) - set(yaml_keys.values()), key=str)
+    if unknown:
+        raise ConfigError(f"unknown key '{where}.{unknown[0]}'; allowed here: {sorted(yaml_keys.values())}")
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and yaml_keys[name] not in params:
+            raise ConfigError(f"missing required key '{where}.{yaml_keys[name]}'")
+    return {renames.get(k, k): v for k, v in params.items()}
 
 
 @dataclass(frozen=True)
@@ -295,10 +330,11 @@ def _check_semantics(exp: Experiment) -> None:
         if isinstance(params, EfficientAdParams) and params.distill is not None and params.teacher != "distilled":
             raise ConfigError(f"models[{model.name}].params.distill is set but teacher is {params.teacher!r}: "
                               "set teacher to 'distilled' or remove distill")
-        if model.image_size < MIN_IMAGE_SIZE[model.kind]:
+        minimum = MIN_IMAGE_SIZE.get(model.kind, 1)
+        if model.image_size < minimum:
             raise ConfigError(f"models[{model.name}].image_size: {model.image_size} is below {model.kind}'s minimum "
-                              f"of {MIN_IMAGE_SIZE[model.kind]} px; set image_size to at least that")
-        if model.train.max_steps <= 0 and model.train.max_epochs <= 0:
+                              f"of {minimum} px; set image_size to at least that")
+        if model.train.max_steps <= 0 and model.train.max_epochs <= 0 and model.kind != "anomalib":
             raise ConfigError(f"models[{model.name}].train: set max_steps or max_epochs to a positive number")
     for ds in exp.datasets:
         if not ds.categories:

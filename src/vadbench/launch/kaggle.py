@@ -37,6 +37,7 @@ from vadbench.config import (
 from vadbench.errors import ConfigError, KaggleSetupError
 from vadbench.launch.execute import NOTEBOOK
 from vadbench.launch.kaggle_api import KaggleApi, KaggleApiBoundary
+from vadbench.models import zoo
 from vadbench.paths import git_commit, notebooks_dir
 from vadbench.strict import load_yaml
 
@@ -132,6 +133,8 @@ def required_paths(exp: Experiment) -> list[str]:
                 paths.append((params.distill or DistillParams()).images)
             elif params.teacher != "random":
                 paths.append(params.teacher)
+        if model.kind == "anomalib":  # e.g. Glass's anomaly_source_path
+            paths.extend(zoo.input_paths(params).values())
     return paths
 
 

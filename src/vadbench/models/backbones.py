@@ -56,7 +56,7 @@ def parse(name: str) -> tuple[str, Path]:
     elif arch == "mobilenet_v2":
         path = mobilenet_v2_weights()
     else:
-        path = _hub_file(arch)
+        path = hub_file(arch)
     if not path.is_file():
         raise InputMissingError(f"backbone {name!r}: weights file {path} not found. Copy torchvision's {arch} "
                                 f"ImageNet weights there, or name them as {arch}:<path.pth> "
@@ -65,7 +65,7 @@ def parse(name: str) -> tuple[str, Path]:
     return arch, path
 
 
-def _hub_file(arch: str) -> Path:
+def hub_file(arch: str) -> Path:
     """Where torchvision keeps the default ImageNet weights of `arch` in the torch hub cache."""
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
@@ -74,7 +74,7 @@ def _hub_file(arch: str) -> Path:
 def fetch(arch: str) -> Path:
     """Download torchvision's default ImageNet weights of `arch` into the hub cache (needs internet)."""
     torchvision.models.get_model_weights(arch).DEFAULT.get_state_dict(progress=True)
-    return _hub_file(arch)
+    return hub_file(arch)
 
 
 def load_backbone(name: str) -> nn.Module:

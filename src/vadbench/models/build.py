@@ -1,4 +1,4 @@
-"""Build anomalib models (DRÆM, EfficientAD, PatchCore, PaDiM) from params, resolving their outside inputs.
+"""Build anomalib models (DRÆM, EfficientAD, PatchCore, PaDiM, any other by class: models.zoo) from params.
 
 DRÆM needs an anomaly source (DTD textures, or Perlin noise only); EfficientAD needs a teacher
 and ImageNet-like penalty images. anomalib downloads these when they are missing; we never let it:
@@ -18,10 +18,10 @@ from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from anomalib.models import Draem, EfficientAd, Padim, Patchcore
 from anomalib.models.components import AnomalibModule
 
-from vadbench.config import DraemParams, EfficientAdParams, ModelSpec, PadimParams, PatchcoreParams
+from vadbench.config import AnomalibParams, DraemParams, EfficientAdParams, ModelSpec, PadimParams, PatchcoreParams
 from vadbench.data.images import images_below
 from vadbench.errors import ConfigError, InputMissingError
-from vadbench.models import backbones, teacher
+from vadbench.models import backbones, teacher, zoo
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ def build_model(spec: ModelSpec, seed: int) -> BuiltModel:
         return _build_memory_bank(params, size, common)
     if isinstance(params, EfficientAdParams):
         return _build_efficientad(params, size, common, seed)
+    if isinstance(params, AnomalibParams):
+        module, facts = zoo.build(spec, size, common, seed)
+        return BuiltModel(module, params.class_name, facts)
     raise ConfigError(f"models[{spec.name}]: no builder for kind {spec.kind!r}")
 
 
@@ -136,6 +139,8 @@ def check_inputs(spec: ModelSpec) -> None:
     elif isinstance(params, EfficientAdParams):
         _require_images(Path(params.imagenet_dir), "EfficientAD penalty images", _IMAGENET_FIX)
         teacher.check(params)
+    elif isinstance(params, AnomalibParams):
+        zoo.check(spec)
 
 
 def prepare_inputs(spec: ModelSpec) -> None:
