@@ -35,9 +35,12 @@ class KaggleApi(Protocol):
 def check_response(response: Any, what: str) -> Any:
     """Raise KaggleApiError when a client response carries an error (or invalid tags); else return it."""
     error = getattr(response, "error", None)
-    invalid = getattr(response, "invalid_tags", None)
+    invalid = {name[len("invalid_"):]: value for name in ("invalid_tags", "invalid_dataset_sources",
+               "invalid_kernel_sources", "invalid_competition_sources", "invalid_model_sources")
+               if (value := getattr(response, name, None))}
     if error or invalid:
-        raise KaggleApiError(f"Kaggle refused {what}: {error or f'invalid tags {invalid}'}")
+        detail = error or "; ".join(f"invalid {k.replace('_', ' ')}: {v}" for k, v in invalid.items())
+        raise KaggleApiError(f"Kaggle refused {what}: {detail}")
     return response
 
 

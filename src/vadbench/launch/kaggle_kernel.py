@@ -74,9 +74,11 @@ def _source_of(target: str, input_root: Path) -> Path:
 
 
 def writable_visa(source: Path, scratch: Path) -> Path:
-    """A writable VisA root for a read-only one: links to its entries in `scratch`, where the conversion writes.
+    """A writable VisA root for a read-only one: a copy in `scratch`, where anomalib's conversion writes.
 
-    An already-converted upload (the source is, or holds, visa_pytorch) is used as it is.
+    anomalib reads and writes only below the root it is given (it refuses links that lead out), so the
+    raw release is copied, once per session (a marker file says the copy is complete). An already
+    converted upload (the source holds visa_pytorch/, or is that folder) is used without a copy.
     """
     if os.access(source, os.W_OK) or (source / VISA_CONVERTED).is_dir():
         return source
@@ -87,11 +89,13 @@ def writable_visa(source: Path, scratch: Path) -> Path:
                 (scratch / VISA_CONVERTED).symlink_to(source, target_is_directory=True)
             return scratch
         return source  # not VisA: the dataset check names the problem
-    scratch.mkdir(parents=True, exist_ok=True)
-    for entry in source.iterdir():
-        if not (scratch / entry.name).exists():
-            (scratch / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
-    log.info("VisA at %s is read-only: converted in the scratch root %s (once per session)", source, scratch)
+    marker = scratch / ".vadbench-copied"
+    if not marker.is_file():
+        log.info("VisA at %s is read-only: copying it to the scratch root %s for the 1cls conversion", source, scratch)
+        shutil.copytree(source, scratch, dirs_exist_ok=True)
+        for path in [scratch, *scratch.rglob("*")]:  # copies keep the read-only modes
+            path.chmod(path.stat().st_mode | 0o200)
+        marker.write_text(str(source))
     return scratch
 
 
