@@ -18,14 +18,13 @@ import nbformat
 import pytest
 import yaml
 
+from kaggle_fake import FakeKaggle
 from vadbench import records
 from vadbench.cli import main as cli_main
 from vadbench.errors import ConfigError
 from vadbench.launch import execute, kaggle_kernel, kaggle_rules
 from vadbench.launch import kaggle as kaggle_runs
 from vadbench.report import tables as report
-
-from kaggle_fake import FakeKaggle
 
 ROOT = Path(__file__).resolve().parents[1]
 DUMMY_KEY = "dummy-kaggle-key-7f3a9c51e2"

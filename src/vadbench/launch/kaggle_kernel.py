@@ -74,13 +74,13 @@ def _source_of(target: str, input_root: Path) -> Path:
 
 
 def writable_visa(source: Path, scratch: Path) -> Path:
-    """A writable VisA root for a read-only one: a copy in `scratch`, where anomalib's conversion writes.
+    """A writable VisA root for a mounted (read-only) one: a copy in `scratch`, where anomalib's conversion writes.
 
     anomalib reads and writes only below the root it is given (it refuses links that lead out), so the
     raw release is copied, once per session (a marker file says the copy is complete). An already
     converted upload (the source holds visa_pytorch/, or is that folder) is used without a copy.
     """
-    if os.access(source, os.W_OK) or (source / VISA_CONVERTED).is_dir():
+    if (source / VISA_CONVERTED).is_dir():
         return source
     if not (source / VISA_SPLIT_CSV).is_file():
         if any((source / c / "train" / "good").is_dir() for c in os.listdir(source)):  # the converted folder itself

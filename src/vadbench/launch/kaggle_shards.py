@@ -45,7 +45,7 @@ class KaggleSpec:
     deadline_s: float = 41400.0  # no run starts that would end after this many seconds from kernel start (11.5 h)
     run_estimate_s: float = 0.0  # a run's duration before one has finished in the shard (0: start the first run)
     workers: int = 1  # runs at once inside a kernel (GPUs of the accelerator, e.g. 2 on "T4 x2")
-    dataset_wait_s: int = 900  # how long push waits for a new code dataset version to be ready
+    dataset_wait_s: float = 900.0  # how long push waits for a new code dataset version to be ready
 
 
 def load_kaggle_spec(path: Path | str | None) -> KaggleSpec:
