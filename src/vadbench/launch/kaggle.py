@@ -36,6 +36,7 @@ from vadbench.launch.kaggle_shards import (
     plan_shards,
     shard_inputs,
     shard_notebook,
+    training_steps,
 )
 from vadbench.paths import git_commit, notebooks_dir
 
@@ -124,6 +125,10 @@ def write_shards(params_file: Path | str, out_root: Path, spec: KaggleSpec, shar
         rules.check_kernel_metadata(meta)
         (folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         shards.append(Shard(slug, meta["id"], [tuple(c) for c in cells], str(folder)))
+        steps = training_steps(runs, exp.evaluation.val_ratio)
+        log.info("%s: %d runs, %s", slug, len(runs), "training steps unknown (counts not published)" if steps is None
+                 else f"{steps:,} training steps: within {spec.deadline_s / 3600:.1f} h if a step takes under "
+                      f"{spec.deadline_s / steps:.3f} s")
     manifest = {"experiment": exp.name, "params_file": str(params_file), "shard_by": shard_by, "pending": bool(pending_in),
                 "accelerator": spec.accelerator, "shards": [dataclasses.asdict(s) for s in shards]}
     records.write_json_atomic(exp_root / MANIFEST, manifest)

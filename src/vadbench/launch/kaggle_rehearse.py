@@ -35,11 +35,11 @@ OUT = Path("outputs/kaggle-rehearsal")
 SMOKE_STEPS, SMOKE_SIZE = 2, 64
 
 
-def smoke_params(params_file: Path | str, out_dir: Path) -> Path:
-    """A copy of the params with a smoke budget: first category per dataset, 2 steps, 64 px, short timing."""
+def smoke_params(params_file: Path | str, out_dir: Path, categories: int = 1) -> Path:
+    """A copy of the params with a smoke budget: first categories per dataset, 2 steps, 64 px, short timing."""
     data = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
     for ds in data["datasets"]:
-        ds["categories"] = ds["categories"][:1]
+        ds["categories"] = ds["categories"][:categories]
     for model in data["models"]:
         model["image_size"] = SMOKE_SIZE
         model["train"] = {"max_steps": SMOKE_STEPS, "batch_size": min(int(model.get("train", {}).get("batch_size", 2)), 4)}
@@ -54,11 +54,11 @@ def smoke_params(params_file: Path | str, out_dir: Path) -> Path:
 
 def rehearse(params_file: Path | str, kaggle_params: Path | str | None = None, shard: str | None = None,
              smoke: bool = False, deadline_s: float | None = None, out_root: Path | str = OUT,
-             shard_by: list[str] | None = None) -> list[dict[str, Any]]:
-    """Write the shards and execute each (or the one named) in a kernel replica; one summary per shard."""
+             shard_by: list[str] | None = None, smoke_categories: int = 1) -> list[dict[str, Any]]:
+    """Write the shards and execute each (or those whose slug starts with `shard`) in a kernel replica."""
     out_root = Path(out_root)
     if smoke:
-        params_file = smoke_params(params_file, out_root / "params")
+        params_file = smoke_params(params_file, out_root / "params", smoke_categories)
     spec = load_kaggle_spec(kaggle_params)
     extra = {"pip_options": ["--no-index"], "require_gpu": False, **({"deadline_s": float(deadline_s)}
                                                                         if deadline_s is not None else {})}

@@ -176,3 +176,28 @@ def shard_notebook(params: dict[str, Any]) -> nbformat.NotebookNode:
         raise RuntimeError(f"{TEMPLATE} has no parameters {sorted(missing)}")
     cell.source = "\n".join(lines)
     return nb
+
+
+def training_steps(runs: list[RunSpec], val_ratio: float) -> int | None:
+    """Training steps of the runs, from the published train-image counts and each model's budget.
+
+    Steps per run: max_steps, or max_epochs x ceil(train images / batch size) when epochs bound first,
+    with the images left after the validation hold-out and undersampling. None where a dataset's
+    per-category counts are not published (WFDD, folders).
+    """
+    import math
+
+    from vadbench.data.datamodules import _split_sizes, undersampled_count
+    from vadbench.data.registry import MVTEC_AD_COUNTS, VISA_COUNTS
+
+    published = {"mvtec_ad": MVTEC_AD_COUNTS, "visa": VISA_COUNTS}
+    total = 0
+    for run in runs:
+        counts = published.get(run.dataset.kind, {}).get(run.category)
+        if counts is None:
+            return None
+        images = undersampled_count(_split_sizes(counts[0], val_ratio)[0], run.dataset.train_ratio)
+        budget = run.model.train
+        by_epochs = budget.max_epochs * math.ceil(images / budget.batch_size) if budget.max_epochs > 0 else None
+        total += min(s for s in (by_epochs, budget.max_steps if budget.max_steps > 0 else None) if s is not None)
+    return total
