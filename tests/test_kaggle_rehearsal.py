@@ -90,17 +90,35 @@ def test_short_deadline_defers_runs_and_push_pending_picks_them_up(study):
     assert [f"{m} {d}/{c} seed{s}" for m, d, c, s in wfdd.runs] == summary["deferred"]
 
 
-def test_a_kernel_with_another_wheel_stops_before_installing_it(study, monkeypatch):
+def another_wheel(monkeypatch) -> None:
+    """Generate kernels that expect a different wheel than the one in the code dataset."""
     real = kaggle_runs.build_code_folder
 
     def pushed_elsewhere(*args, **kwargs):
         wheel, _, commit = real(*args, **kwargs)
-        return wheel, "0" * 64, commit  # the kernel was generated for a different wheel
+        return wheel, "0" * 64, commit
 
     monkeypatch.setattr(kaggle_runs, "build_code_folder", pushed_elsewhere)
+
+
+def test_a_kernel_with_another_wheel_stops_before_installing_it(study, monkeypatch):
+    another_wheel(monkeypatch)
     (summary,) = kaggle_rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True)
     assert not summary["ok"] and summary["finished"] == summary["deferred"] == []
     nb = nbformat.read(summary["notebook"], as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors and "is not the pushed wheel (sha256" in errors[0]["evalue"]
     assert not list(Path(summary["notebook"]).parent.glob("site/vadbench"))  # nothing was installed
+
+
+def test_without_unshare_the_inputs_are_read_only_copies(study, monkeypatch):
+    another_wheel(monkeypatch)
+    monkeypatch.setattr(kaggle_rehearse.os, "geteuid", lambda: 1000)  # as a user without root
+    (summary,) = kaggle_rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True)
+    assert not summary["namespace"] and not summary["ok"]
+    inputs = Path(summary["notebook"]).parent / "kaggle/input"
+    assert sorted(p.name for p in inputs.iterdir()) == ["dtd-textures", "vadbench-code", "wfdd-data"]
+    assert not (inputs / "wfdd-data").stat().st_mode & 0o222  # read-only copies
+    errors = [o for c in nbformat.read(summary["notebook"], as_version=4).cells for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert f"{inputs.resolve()}/vadbench-code/vadbench-0.1.0-py3-none-any.whl is not the pushed wheel" in errors[0]["evalue"]
