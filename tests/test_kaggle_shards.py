@@ -130,7 +130,10 @@ def test_pending_status_counts_and_logs(project):
                                              run.category, run.seed),
                              {"status": "ok", "config_hash": run.config_hash, "experiment": run.experiment})
     fake = FakeKaggle()
+    first = kaggle_runs.push(demo, "outputs/kaggle", kparams, api=fake, poll_s=0)
     shards = kaggle_runs.push(demo, "outputs/kaggle", kparams, api=fake, pending_in="outputs/runs", poll_s=0)
+    listed = [s["slug"] for s in kaggle_runs.load_manifests("outputs/kaggle")[0]["shards"]]
+    assert sorted(listed) == sorted(s.slug for s in first)  # the finished DRAEM shard stays listed for status/pull
     pushed = sorted(f"{m} {d}/{c} seed{s}" for shard in shards for m, d, c, s in shard.runs)
     assert pushed == sorted(set(runs) - set(done))
     assert not any(s.slug.startswith("vadbench-demo-draem") for s in shards)  # nothing left to run there

@@ -129,8 +129,11 @@ def write_shards(params_file: Path | str, out_root: Path, spec: KaggleSpec, shar
         log.info("%s: %d runs, %s", slug, len(runs), "training steps unknown (counts not published)" if steps is None
                  else f"{steps:,} training steps: within {spec.deadline_s / 3600:.1f} h if a step takes under "
                       f"{spec.deadline_s / steps:.3f} s")
+    listed = [dataclasses.asdict(s) for s in shards]
+    if pending_in is not None and (exp_root / MANIFEST).is_file():  # shards with nothing left stay listed for status/pull
+        listed += [old for old in json.loads((exp_root / MANIFEST).read_text())["shards"] if old["slug"] not in planned]
     manifest = {"experiment": exp.name, "params_file": str(params_file), "shard_by": shard_by, "pending": bool(pending_in),
-                "accelerator": spec.accelerator, "shards": [dataclasses.asdict(s) for s in shards]}
+                "accelerator": spec.accelerator, "shards": listed}
     records.write_json_atomic(exp_root / MANIFEST, manifest)
     log.info("%d shard(s) of %s written under %s (%d runs)", len(shards), exp.name, exp_root,
              sum(len(s.runs) for s in shards))
