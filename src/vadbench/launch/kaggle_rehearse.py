@@ -8,8 +8,8 @@ folder under the rehearsal's output. As root with `unshare`, that happens in a p
 when it did not exist); otherwise the inputs are read-only copies under the rehearsal folder, said so
 in the log. The install cell runs with `pip --no-index` against this environment (it fails rather than
 download anything) and installs the wheel into a scratch folder. `--smoke` rewrites the params to a
-tiny budget (first category per dataset, 2 steps, 64 px); a local `vadbench run` of that file gives
-the same config hashes. `pull_rehearsal` merges the outputs into a runs root as `pull` does.
+tiny budget (first category per dataset, 2 steps, 64 px; EfficientAD 256 px, its smallest); a local
+`vadbench run` of that file gives the same config hashes. `pull_rehearsal` merges the outputs into a runs root as `pull` does.
 """
 from __future__ import annotations
 
@@ -36,12 +36,13 @@ SMOKE_STEPS, SMOKE_SIZE = 2, 64
 
 
 def smoke_params(params_file: Path | str, out_dir: Path, categories: int = 1) -> Path:
-    """A copy of the params with a smoke budget: first categories per dataset, 2 steps, 64 px, short timing."""
+    """A copy of the params with a smoke budget: first categories per dataset, 2 steps, 64 px (EfficientAD: 256),
+    short timing."""
     data = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
     for ds in data["datasets"]:
         ds["categories"] = ds["categories"][:categories]
     for model in data["models"]:
-        model["image_size"] = SMOKE_SIZE
+        model["image_size"] = 256 if model["kind"] == "efficientad" else SMOKE_SIZE  # EfficientAD fails below 256 px
         model["train"] = {"max_steps": SMOKE_STEPS, "batch_size": min(int(model.get("train", {}).get("batch_size", 2)), 4)}
     data["evaluation"] = {**data.get("evaluation", {}), "eval_batch_size": 16, "num_workers": 0, "timing_warmup": 1,
                           "timing_iterations": 2, "figure_images": 1}
@@ -90,6 +91,11 @@ def _rehearse_shard(shard: kaggle_runs.Shard, exp_name: str, all_mounts: dict[st
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     mounts = {k: v for k, v in all_mounts.items() if f"{k!r}:" in params.source}
     binds = [(out_root / kaggle_runs.CODE_DIR, code_dataset)] + [(Path(k), "/".join(v.split("/")[1:])) for k, v in mounts.items()]
+    teacher = _param(params.source, "teacher_weights")
+    if teacher:  # this machine's anomalib teacher folder stands for the attached teacher dataset
+        from vadbench.launch.kaggle_inputs import teacher_dir
+
+        binds.append((teacher_dir(), "/".join(teacher.split("/")[1:])))
     overrides = {"work_dir": str((base / "project").resolve()), "scratch_dir": str((base / "scratch").resolve()),
                  "site_dir": str((base / "site").resolve())}
     namespace = os.geteuid() == 0 and shutil.which("unshare") is not None
@@ -117,6 +123,14 @@ def _rehearse_shard(shard: kaggle_runs.Shard, exp_name: str, all_mounts: dict[st
     if done.returncode != 0:
         log.error("%s", done.stderr[-3000:])
     return summary
+
+
+def _param(source: str, name: str) -> Any:
+    """The literal value of one parameter in a parameters cell."""
+    import ast
+
+    line = next(x for x in source.splitlines() if x.split(":", 1)[0].strip() == name)
+    return ast.literal_eval(line.split("=", 1)[1].split("  #", 1)[0].strip())
 
 
 def _set_params(nb: Any, cell: Any, overrides: dict[str, Any]) -> None:
