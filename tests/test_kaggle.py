@@ -1,7 +1,7 @@
 """Kaggle shards offline: folder contents, push/status/pull through a fake API, the kernel's own run path.
 
-No test touches the network: the kaggle package is never imported; `FakeKaggle` stands in for
-`kaggle_runs.KaggleApiBoundary` and keeps what was pushed.
+No test touches the network: `FakeKaggle` (tests/kaggle_fake.py, strict: it refuses what Kaggle
+refuses) stands in for `kaggle_api.KaggleApiBoundary` and keeps what was pushed.
 """
 from __future__ import annotations
 
@@ -19,55 +19,16 @@ import pytest
 import yaml
 from PIL import Image
 
+from kaggle_fake import FakeKaggle
 from vadbench import records
 from vadbench.cli import main as cli_main
 from vadbench.errors import ConfigError
-from vadbench.launch import execute, kaggle_kernel
+from vadbench.launch import execute, kaggle_kernel, kaggle_rules
 from vadbench.launch import kaggle as kaggle_runs
 from vadbench.report import tables as report
 
 ROOT = Path(__file__).resolve().parents[1]
 DUMMY_KEY = "dummy-kaggle-key-7f3a9c51e2"
-
-
-class FakeKaggle:
-    """The API boundary, in memory: pushes are kept, outputs come from prepared folders."""
-
-    def __init__(self, outputs: dict[str, Path] | None = None, states: dict[str, str] | None = None) -> None:
-        self.datasets: dict[str, int] = {}
-        self.pushed: list[tuple[str, str, int, dict]] = []
-        self.outputs, self.states = outputs or {}, states or {}
-        self.downloads: list[str] = []
-
-    def username(self) -> str | None:
-        return "fake-user"
-
-    def dataset_exists(self, dataset_id: str) -> bool:
-        return dataset_id in self.datasets
-
-    def create_dataset(self, folder: Path) -> None:
-        meta = json.loads((folder / "dataset-metadata.json").read_text())
-        self.datasets[meta["id"]] = 1
-
-    def version_dataset(self, folder: Path, notes: str) -> None:
-        meta = json.loads((folder / "dataset-metadata.json").read_text())
-        self.datasets[meta["id"]] += 1
-
-    def push_kernel(self, folder: Path, accelerator: str, timeout_s: int) -> str:
-        meta = json.loads((folder / "kernel-metadata.json").read_text())
-        self.pushed.append((meta["id"], accelerator, timeout_s, meta))
-        return f"https://www.kaggle.com/code/{meta['id']}"
-
-    def kernel_status(self, kernel_id: str) -> tuple[str, str]:
-        return self.states.get(kernel_id, "complete"), ""
-
-    def download_output(self, kernel_id: str, dest: Path) -> list[Path]:
-        self.downloads.append(kernel_id)
-        src = self.outputs.get(kernel_id)
-        if src is None:
-            return []
-        shutil.copytree(src, dest, dirs_exist_ok=True)
-        return [p for p in dest.rglob("*") if p.is_file()]
 
 
 @pytest.fixture()
@@ -91,14 +52,16 @@ def code_cells(nb) -> list[str]:
 def test_dry_run_writes_one_valid_kernel_folder_per_model_and_dataset(project):
     shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
     models = ["draem", "efficientad_s", "patchcore", "padim"]
-    assert [s.slug for s in shards] == [f"vadbench-demo-{m.replace('_', '-')}-demo" for m in models]
+    assert [s.slug[:-9] for s in shards] == [f"vadbench-demo-{m.replace('_', '-')}-demo" for m in models]
+    assert [s.slug for s in kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)] == [s.slug for s in shards]
     manifest = json.loads((project / "outputs/kaggle/demo/shards.json").read_text())
     assert [s["kernel_id"] for s in manifest["shards"]] == [f"tester/{s.slug}" for s in shards]
     exp_text = (project / DEMO).read_text()
     for shard in shards:
         folder = Path(shard.folder)
         meta = json.loads((folder / "kernel-metadata.json").read_text())
-        assert meta["id"] == f"tester/{shard.slug}" and kaggle_runs.slugify(meta["title"]) == shard.slug
+        assert meta["id"] == f"tester/{shard.slug}" and kaggle_rules.slugify(meta["title"]) == shard.slug
+        assert len(shard.slug) <= 50 and len(shard.slug.split("-")[-1]) == 8
         assert (meta["kernel_type"], meta["language"], meta["enable_gpu"], meta["enable_internet"]) == \
             ("notebook", "python", True, True)
         assert meta["machine_shape"] == "NvidiaTeslaT4" and meta["is_private"] is True
@@ -141,16 +104,27 @@ def test_code_dataset_holds_an_installable_wheel_of_this_checkout(project, tmp_p
 def test_shard_keys_accelerator_and_errors(project):
     shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["model", "dataset", "category"],
                               accelerator="NvidiaTeslaP100", dry_run=True)
-    assert len(shards) == 4 * 3 and all(len(s.runs) == 1 for s in shards)
+    assert len(shards) == 4 * 3 and all(len(s.runs) == 1 and len(s.slug) <= 50 for s in shards)
     meta = json.loads((Path(shards[0].folder) / "kernel-metadata.json").read_text())
     assert meta["machine_shape"] == "NvidiaTeslaP100"
     with pytest.raises(ConfigError, match="--shard-by 'gpu' is not one of"):
         kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["gpu"], dry_run=True)
     spec = yaml.safe_load((project / KPARAMS).read_text())
-    del spec["mounts"]["outputs/data/demo_penalty"]
+    del spec["mounts"]["outputs/data/demo_penalty"]  # penalty images: fetched in the kernel (internet on) ...
     (project / "k.yaml").write_text(yaml.safe_dump(spec))
-    with pytest.raises(kaggle_runs.KaggleSetupError, match="outputs/data/demo_penalty: no Kaggle dataset mounted"):
+    fetching = kaggle_runs.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
+    nb = nbformat.read(Path(fetching[1].folder) / f"{fetching[1].slug}.ipynb", as_version=4)
+    assert "fetch: list = ['imagenette:outputs/data/demo_penalty']" in nb.cells[1].source
+    (project / "k.yaml").write_text(yaml.safe_dump({**spec, "fetch_inputs": False}))  # ... unless fetching is off
+    with pytest.raises(kaggle_runs.KaggleSetupError, match="outputs/data/demo_penalty: not on Kaggle; mount it, or "
+                       "turn on enable_internet and fetch_inputs"):
         kaggle_runs.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
+    del spec["mounts"]["outputs/data/demo"]  # a dataset must be mounted
+    (project / "k.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(kaggle_runs.KaggleSetupError, match="outputs/data/demo: not on Kaggle; mount it "):
+        kaggle_runs.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
+    with pytest.raises(kaggle_runs.KaggleSetupError, match="accelerator 'T4' is not a Kaggle machine shape"):
+        kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, accelerator="T4", dry_run=True)
     (project / "bad.yaml").write_text("accelerator: T4\ngpu: true\n")
     with pytest.raises(ConfigError, match="unknown key 'gpu'"):
         kaggle_runs.push(DEMO, "outputs/kaggle", "bad.yaml", dry_run=True)
@@ -179,20 +153,22 @@ def fake_kernel_output(root: Path, exp: str, category: str, auroc: float) -> Pat
 
 def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
     fake = FakeKaggle()
-    shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake)
+    shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
     assert [p[0] for p in fake.pushed] == [s.kernel_id for s in shards]
     assert all(p[1] == "NvidiaTeslaT4" and p[2] == 43200 for p in fake.pushed)
     assert fake.datasets == {"tester/vadbench-code": 1}
-    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake)
+    assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/1" for p in fake.pushed)  # pinned, ready
+    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
     assert fake.datasets == {"tester/vadbench-code": 2}  # second push versions the code dataset
+    assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/2" for p in fake.pushed[4:])
 
     draem = shards[0].kernel_id
     fake.outputs[draem] = fake_kernel_output(tmp_path / "k1", "demo", "brick", 0.9)
     others = [s.kernel_id for s in shards[1:]]  # EfficientAD, PatchCore, PaDiM still running
     for kernel in others:
         fake.states[kernel] = "running"
-    assert kaggle_runs.status("outputs/kaggle", api=fake) == [(draem, "complete", "")] + [
-        (k, "running", "") for k in others]
+    assert kaggle_runs.status("outputs/kaggle", api=fake) == [(draem, "complete", "", None)] + [
+        (k, "running", "", None) for k in others]
 
     first = kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
     assert first.added == ["demo/draem/demo/brick/seed0"] and first.not_ready == [f"{k} (running)" for k in others]
@@ -214,7 +190,7 @@ def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
 
 def test_credentials_never_written(project, tmp_path):
     fake = FakeKaggle()
-    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake)
+    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
     kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
     fake.outputs = {s[0]: fake_kernel_output(tmp_path / s[0].split("/")[1], "demo", s[0][-4:], 0.5) for s in fake.pushed[:1]}
     kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
@@ -230,7 +206,8 @@ def test_credentials_never_written(project, tmp_path):
 
 
 def test_importing_vadbench_kaggle_modules_does_not_import_kaggle():
-    modules = "vadbench.launch.kaggle, vadbench.launch.kaggle_api, vadbench.launch.kaggle_kernel, vadbench.cli"
+    modules = ("vadbench.launch.kaggle, vadbench.launch.kaggle_api, vadbench.launch.kaggle_kernel, "
+               "vadbench.launch.kaggle_rehearse, vadbench.cli")
     code = f"import sys, {modules}; print('kaggle' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "KAGGLE_KEY": DUMMY_KEY, "KAGGLE_USERNAME": "tester"})
@@ -251,7 +228,10 @@ records.write_record(records.run_dir(output_dir, run.experiment, run.model.name,
 
 
 def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypatch):
-    """What the shard notebook does on Kaggle, against a fake /kaggle/input, with a stand-in train_evaluate."""
+    """What the shard notebook does on Kaggle, against a fake /kaggle/input, with a stand-in train_evaluate.
+
+    The shard checks only its own runs: another category's missing folder and another model's missing
+    penalty images do not stop it."""
     inputs = tmp_path / "input"
     for category in ("brick", "grass"):
         (inputs / "vadbench-demo-data/demo" / category / "train/good").mkdir(parents=True)
@@ -266,9 +246,11 @@ def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypat
     fake.metadata = real.metadata
     nbformat.write(fake, code / execute.NOTEBOOK)
     exp = {"name": "k", "datasets": [{"name": "demo", "kind": "demo", "root": "outputs/data/demo",
-                                      "categories": ["brick", "grass"]}],
+                                      "categories": ["brick", "grass", "gravel"]}],  # gravel: not on disk
            "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 1, "batch_size": 2},
-                       "params": {"anomaly_source": "perlin"}}]}
+                       "params": {"anomaly_source": "perlin"}},
+                      {"name": "ead", "kind": "efficientad", "image_size": 64, "train": {"max_steps": 1, "batch_size": 1},
+                       "params": {"teacher": "random", "imagenet_dir": "nowhere"}}]}  # another shard's missing input
     monkeypatch.chdir(tmp_path)
     for var in ("VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT"):
         monkeypatch.setenv(var, os.environ.get(var, ""))  # restored after the test

@@ -5,8 +5,6 @@ from __future__ import annotations
 import ast
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -15,6 +13,7 @@ import pytest
 from vadbench import config, records
 from vadbench.cli import main as cli_main
 from vadbench.data import demo as demo_data
+from vadbench.launch import kaggle_rehearse
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ("padim", "demo", "brick", 0)
@@ -38,7 +37,7 @@ def test_editor_notebook_is_the_shard_install_then_the_run(at_root, tmp_path):
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1  # one parameters cell: the shard template's, literals only
     for stmt in ast.parse(tagged[0].source).body:
-        assert isinstance(stmt, ast.AnnAssign) and isinstance(ast.literal_eval(stmt.value), (str, int, list, dict))
+        assert isinstance(stmt, ast.AnnAssign) and isinstance(ast.literal_eval(stmt.value), (str, int, float, bool, list, dict))
     template = nbformat.read(ROOT / "notebooks/kaggle_shard.ipynb", as_version=4)
     install = next(c.source for c in template.cells if c.cell_type == "code" and "-m\", \"pip\"" in c.source)
     assert install in [c.source for c in nb.cells]
@@ -60,42 +59,29 @@ def test_editor_notebook_for_a_run_not_in_the_grid_names_the_choices(at_root, tm
     assert code == 2 and "no run model='nope'" in capsys.readouterr().err
 
 
-REPLICA = """set -e
-mount -t tmpfs tmpfs /kaggle
-mkdir -p /kaggle/input/vadbench-code /kaggle/input/vadbench-demo-data /kaggle/working
-for name in vadbench-code vadbench-demo-data; do
-  mount --bind "$INPUTS/$name" "/kaggle/input/$name"
-  mount -o remount,bind,ro "/kaggle/input/$name"
-done
-mount --bind "$WORKING" /kaggle/working
-cd /kaggle/working
-! touch /kaggle/input/vadbench-code/probe 2>/dev/null  # read-only as on Kaggle, even for root
-exec "$PYTHON" -m papermill "$NOTEBOOK" "$WORKING/executed.ipynb" --cwd /kaggle/working
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="the replica needs root and unshare")
 def test_editor_notebook_runs_in_a_kaggle_replica(at_root, tmp_path):
-    """Run All of the generated notebook: the install cell resolves against this environment (pip dry run, no
-    index: nothing is downloaded or installed), inputs are read-only, the record lands in /kaggle/working."""
-    notebook = generate(tmp_path / "k")
-    inputs, working = tmp_path / "input", tmp_path / "working"
-    shutil.copytree(tmp_path / "k/code", inputs / "vadbench-code")
-    demo_data.build_demo_dataset(inputs / "vadbench-demo-data/demo", demo_data.DemoSpec(
-        categories=("brick",), n_train=10, n_test_good=4, n_test_defect=4))
-    for sub in ("demo_anomaly_source", "demo_penalty"):
-        (inputs / "vadbench-demo-data" / sub).mkdir()
+    """Run All of the generated notebook in the rehearsal's Kaggle replica: the install cell resolves against this
+    environment (pip --no-index, the wheel into a scratch folder), inputs are read-only mounts, and the record
+    lands in /kaggle/working with the config hash of the same run at home."""
+    notebook = nbformat.read(generate(tmp_path / "k"), as_version=4)
+    demo = tmp_path / "demo"
+    demo_data.build_demo_dataset(demo, demo_data.DemoSpec(categories=("brick",), n_train=10, n_test_good=4,
+                                                          n_test_defect=4))
+    base, working = tmp_path / "replica", tmp_path / "working"
     working.mkdir()
-    Path("/kaggle").mkdir(exist_ok=True)  # an empty mount point; the replica mounts a tmpfs over it privately
-    env = {**os.environ, "INPUTS": str(inputs), "WORKING": str(working), "PYTHON": sys.executable,
-           "NOTEBOOK": str(notebook), "PIP_DRY_RUN": "1", "PIP_NO_INDEX": "1", "VADBENCH_PROGRESS": "lines"}
-    env.pop("VADBENCH_ROOT", None)
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", REPLICA], env=env,
-                          capture_output=True, text=True, timeout=900)
+    params = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    kaggle_rehearse.set_params(notebook, params, {
+        "work_dir": str(base / "project"), "scratch_dir": str(base / "scratch"), "site_dir": str(base / "site"),
+        "pip_options": ["--no-index"], "require_gpu": False})
+    base.mkdir()
+    nbformat.write(notebook, base / "kernel.ipynb")
+    binds = [(tmp_path / "k/code", "vadbench-code"), (demo, "vadbench-demo-data/demo")]
+    done = kaggle_rehearse.execute_in_replica(base / "kernel.ipynb", base / "executed.ipynb", binds, working, base,
+                                              namespace=True)
     assert done.returncode == 0, done.stderr[-4000:]
     record = records.read_record(records.run_dir(working / "runs", "demo", *RUN))
     run = config.find_run(config.load_experiment(ROOT / "params/experiments/demo.yaml"), *RUN)
     assert (record["status"], record["config_hash"]) == ("ok", run.config_hash)  # the same run as at home
-    assert record["environment"]["project_root"] == "/tmp/vadbench"
-    assert not any((inputs / "vadbench-code").glob("probe"))
+    assert record["environment"]["project_root"] == str((base / "project").resolve())

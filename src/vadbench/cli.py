@@ -108,8 +108,10 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
     kaggle = sub.add_parser("kaggle", help="run an experiment as Kaggle kernels and pull their records home")
     ksub = kaggle.add_subparsers(dest="kaggle_command", required=True)
     push = ksub.add_parser("push", help="write one kernel folder per shard and push them (and the code dataset)")
-    push.add_argument("params", type=Path, help="experiment file")
-    push.add_argument("--shard-by", default="model,dataset", help="grid keys that split kernels (default model,dataset)")
+    rehearse = ksub.add_parser("rehearse", help="execute the generated shard notebooks here, in a Kaggle kernel replica")
+    for p in (push, rehearse):
+        p.add_argument("params", type=Path, help="experiment file")
+        p.add_argument("--shard-by", default="model,dataset", help="grid keys that split kernels (default model,dataset)")
     push.add_argument("--accelerator", default=None, help="Kaggle machine shape, e.g. NvidiaTeslaT4 (overrides params)")
     push.add_argument("--dry-run", action="store_true", help="write the folders, push nothing")
     editor = ksub.add_parser("notebook", help="write one run as a notebook to import and Run All in Kaggle's editor")
@@ -118,16 +120,24 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
     editor.add_argument("--dataset", required=True, help="dataset name in the experiment")
     editor.add_argument("--category", required=True, help="category of that dataset")
     editor.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    status = ksub.add_parser("status", help="list the shards' kernels and states")
-    for name, p in (("notebook", editor), ("push", push), ("status", status),
-                    ("pull", ksub.add_parser("pull", help="download finished kernels' outputs, merge their records"))):
+    push.add_argument("--pending", action="store_true", help="push only runs without a finished record in --runs")
+    rehearse.add_argument("--shard", default=None, help="only this shard (its slug, or the slug's start)")
+    rehearse.add_argument("--smoke", action="store_true", help="a tiny budget: first category per dataset, 2 steps, 64 px")
+    rehearse.add_argument("--deadline-s", type=float, default=None, help="the shards' deadline in seconds (exercise it)")
+    logs = ksub.add_parser("logs", help="print a shard kernel's log")
+    logs.add_argument("shard", help="the shard's slug (see `vadbench kaggle status`)")
+    for name, p in (("push", push), ("status", ksub.add_parser("status", help="list the shards' kernels and states")),
+                    ("pull", ksub.add_parser("pull", help="download finished kernels' outputs, merge their records")),
+                    ("rehearse", rehearse), ("logs", logs), ("notebook", editor)):
         p.add_argument("--kaggle-params", type=Path, default=Path("params/kaggle/kaggle.yaml"),
                        help="Kaggle settings (default params/kaggle/kaggle.yaml)")
-        p.add_argument("--dir", type=Path, default=Path("outputs/kaggle"), help="kernel folders (default outputs/kaggle)")
+        default = "outputs/kaggle-rehearsal" if name == "rehearse" else "outputs/kaggle"
+        p.add_argument("--dir", type=Path, default=Path(default), help=f"kernel folders (default {default})")
         if name in ("status", "pull"):
             p.add_argument("--experiment", default=None, help="only this experiment's shards (its name)")
-        if name == "pull":
+        if name in ("pull", "push", "rehearse"):
             p.add_argument("--runs", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
+    rehearse.add_argument("--pull", action="store_true", help="merge the rehearsal's records into --runs")
 
 
 def _kaggle(args: argparse.Namespace) -> int:
@@ -135,7 +145,7 @@ def _kaggle(args: argparse.Namespace) -> int:
 
     if args.kaggle_command == "push":
         shards = kaggle_runs.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
-                                  args.accelerator, dry_run=args.dry_run)
+                                  args.accelerator, dry_run=args.dry_run, pending_in=args.runs if args.pending else None)
         log.info("%d shard(s), %d runs", len(shards), sum(len(s.runs) for s in shards))
         return 0
     if args.kaggle_command == "notebook":
@@ -143,6 +153,17 @@ def _kaggle(args: argparse.Namespace) -> int:
 
         write_editor_notebook(args.params, args.model, args.dataset, args.category, args.seed, args.dir,
                               args.kaggle_params)
+        return 0
+    if args.kaggle_command == "rehearse":
+        from vadbench.launch import kaggle_rehearse
+
+        done = kaggle_rehearse.rehearse(args.params, args.kaggle_params, args.shard, args.smoke, args.deadline_s,
+                                        args.dir, args.shard_by.split(","))
+        if args.pull:
+            kaggle_rehearse.pull_rehearsal(args.runs, args.dir)
+        return 0 if all(s["ok"] for s in done) else 1
+    if args.kaggle_command == "logs":
+        sys.stdout.write(kaggle_runs.logs(args.shard, args.dir) + "\n")
         return 0
     if args.kaggle_command == "status":
         kaggle_runs.status(args.dir, args.experiment)

@@ -231,6 +231,8 @@ def prepare_visa(root: Path) -> None:
     from anomalib.data import Visa
 
     split_csv = root / layouts.VISA_SPLIT_CSV
+    if not split_csv.is_file() and (root / layouts.VISA_CONVERTED).is_dir():
+        return  # an already-converted upload (only visa_pytorch/): nothing to convert
     if not split_csv.is_file():
         raise DatasetError(f"VisA at {root}: {split_csv} is missing; {info('visa').unpack}")
     listed = sorted({row["object"] for row in layouts.read_split_csv(split_csv)})

@@ -17,7 +17,8 @@ import nbformat
 from vadbench.config import RunSpec, find_run, load_experiment
 from vadbench.launch import kaggle
 from vadbench.launch.execute import NOTEBOOK
-from vadbench.paths import git_commit, notebooks_dir
+from vadbench.launch.kaggle_shards import KaggleSpec, load_kaggle_spec, shard_inputs, shard_notebook
+from vadbench.paths import notebooks_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +35,26 @@ from vadbench import paths
 from vadbench.launch import kaggle_kernel
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-root = kaggle_kernel.prepare(work_dir, code_dir, experiment_path, experiment_yaml, mounts, git_commit)
+kaggle_kernel.banner(require_gpu)
+root = kaggle_kernel.prepare(work_dir, code_dir, experiment_path, experiment_yaml, mounts, git_commit, Path(input_root),
+                             scratch_dir, fetch, teacher_weights, output_dir)
 os.environ[paths.ROOT_ENV] = str(root)  # the project root: relative paths in the params resolve here
 root"""
 
 
-def editor_notebook(params_file: Path | str, run: RunSpec, spec: kaggle.KaggleSpec, owner: str,
-                    wheel: str) -> nbformat.NotebookNode:
-    """The notebook: the shard template's parameters and install cells, the project layout, the run's cells."""
-    shard = kaggle.shard_notebook({
-        "shard": "editor", "experiment_path": str(params_file),
-        "experiment_yaml": Path(params_file).read_text(encoding="utf-8"),
-        "runs": [[run.model.name, run.dataset.name, run.category, run.seed]], "code_dataset": spec.code_dataset,
-        "wheel": wheel, "pip_packages": list(spec.pip_packages), "mounts": dict(spec.mounts),
-        "git_commit": git_commit(), "workers": 1})
+def editor_notebook(params_file: Path | str, run: RunSpec, spec: KaggleSpec, owner: str,
+                    code: tuple[str, str, str]) -> nbformat.NotebookNode:
+    """The notebook: the shard template's parameters and install cells, the project layout, the run's cells.
+
+    code: the pushed wheel's name, sha256 and commit.
+    """
+    inputs = shard_inputs([run], spec)
+    cells = [[run.model.name, run.dataset.name, run.category, run.seed]]
+    shard = shard_notebook(kaggle.shard_parameters(params_file, "editor", cells, spec, inputs, code))
     last = max(i for i, c in enumerate(shard.cells) if c.cell_type == "code")  # the template's run cell
     end = last - 1 if shard.cells[last - 1].cell_type == "markdown" else last  # and its heading
     head = shard.cells[1:end]  # after the template's introduction
-    datasets = dict.fromkeys("/".join(target.split("/")[:2]) for target in spec.mounts.values())
+    datasets = dict.fromkeys("/".join(target.split("/")[:2]) for target in inputs.mounts.values())
     mounts = "".join(f", `{ident}`" for ident in datasets)
     intro = nbformat.v4.new_markdown_cell(INTRO.format(label=run.label, code=f"{owner}/{spec.code_dataset}", mounts=mounts))
     return nbformat.v4.new_notebook(cells=[intro, *head, nbformat.v4.new_code_cell(PREPARE), *run_cells(params_file, run)],
@@ -83,15 +86,14 @@ def _set_literal(line: str, values: dict) -> str:
 def write_editor_notebook(params_file: Path | str, model: str, dataset: str, category: str, seed: int,
                           out_root: Path | str = "outputs/kaggle", kaggle_params: Path | str | None = None) -> Path:
     """Write the code dataset folder and the run's editor notebook under out_root; return the notebook's path."""
-    spec = kaggle.load_kaggle_spec(kaggle_params)
-    exp = load_experiment(params_file)
-    run = find_run(exp, model, dataset, category, seed)
-    kaggle.check_mounts(exp, spec.mounts)
+    spec = load_kaggle_spec(kaggle_params)
+    run = find_run(load_experiment(params_file), model, dataset, category, seed)
     owner = kaggle.resolve_owner(spec, None)
-    wheel = kaggle.build_code_folder(Path(out_root) / kaggle.CODE_DIR, owner, spec)
-    path = Path(out_root) / "editor" / f"{kaggle.slugify(f'{exp.name}-{run.label}')}.ipynb"
+    wheel, sha, commit = kaggle.build_code_folder(Path(out_root) / kaggle.CODE_DIR, owner, spec)
+    name = "-".join([run.experiment, run.model.name, run.dataset.name, run.category, f"seed{run.seed}"])
+    path = Path(out_root) / "editor" / f"{name}.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(editor_notebook(params_file, run, spec, owner, wheel.name), path)
+    nbformat.write(editor_notebook(params_file, run, spec, owner, (wheel.name, sha, commit)), path)
     log.info("Kaggle editor notebook: %s; upload %s as the Kaggle dataset %s/%s (or `vadbench kaggle push` it), "
              "import the notebook in Kaggle, attach the datasets it names and Run All", path,
              Path(out_root) / kaggle.CODE_DIR, owner, spec.code_dataset)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class BatchResult:
     skipped: int = 0
     failed: list[str] | None = None
     locked: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # not started: the gate (a Kaggle shard's deadline) said no
 
     def tally(self, label: str, outcome: Outcome) -> None:
         """Count one run's outcome."""
@@ -47,22 +49,34 @@ class BatchResult:
         return 1 if self.failed else 0
 
 
-def preflight(exp: Experiment) -> None:
-    """Check dataset roots/categories, split sizes and model inputs before any run starts (raises on the first problem)."""
+def preflight(exp: Experiment, runs: list[RunSpec] | None = None) -> None:
+    """Check dataset roots/categories, split sizes and model inputs before any run starts (raises on the first problem).
+
+    runs: check only what these runs use (a Kaggle shard); None = the whole grid.
+    """
     from vadbench.models import build as models
 
-    check_datasets(exp)
-    for model in exp.models:
+    check_datasets(exp, runs)
+    for model in _models_of(exp, runs):
         models.check_inputs(model)
 
 
-def check_datasets(exp: Experiment) -> dict[tuple[str, str], object]:
-    """Validate every dataset category and plan its split; the plans by (dataset, category). Raises DatasetError."""
+def _models_of(exp: Experiment, runs: list[RunSpec] | None) -> list:
+    """The experiment's models that these runs use (all of them for None)."""
+    used = None if runs is None else {r.model.name for r in runs}
+    return [m for m in exp.models if used is None or m.name in used]
+
+
+def check_datasets(exp: Experiment, runs: list[RunSpec] | None = None) -> dict[tuple[str, str], object]:
+    """Validate each dataset category (of these runs, else all) and plan its split; the plans by (dataset, category)."""
     from vadbench.data import datamodules as data
 
+    used = None if runs is None else {(r.dataset.name, r.category) for r in runs}
     plans = {}
     for ds in exp.datasets:
         for category in ds.categories:
+            if used is not None and (ds.name, category) not in used:
+                continue
             check = data.validate_category(ds, category)
             plans[ds.name, category] = data.plan_split(ds, category, exp.evaluation.val_ratio,
                                                        ds.val_source or exp.evaluation.val_source, check)
@@ -86,11 +100,11 @@ def dry_run_check(exp: Experiment) -> tuple[dict, list[str]]:
     return plans, missing
 
 
-def prepare(exp: Experiment) -> None:
-    """Build the inputs the params say to build (a distilled EfficientAD teacher), cached across batches."""
+def prepare(exp: Experiment, runs: list[RunSpec] | None = None) -> None:
+    """Build the inputs the params say to build (a distilled EfficientAD teacher) for these runs' models, cached."""
     from vadbench.models import build as models
 
-    for model in exp.models:
+    for model in _models_of(exp, runs):
         models.prepare_inputs(model)
 
 
@@ -101,12 +115,14 @@ def run_dir_of(run: RunSpec, output_root: Path) -> Path:
 
 def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/runs", force: bool = False,
                    dry_run: bool = False, workers: int | None = 1, launcher: str = "local",
-                   slurm_params: Path | str | None = None, select: set[tuple[str, str, str, int]] | None = None
-                   ) -> BatchResult:
+                   slurm_params: Path | str | None = None, select: set[tuple[str, str, str, int]] | None = None,
+                   gate: Callable[[RunSpec, int, int], bool] | None = None) -> BatchResult:
     """Run every cell of an experiment's grid that has not finished yet.
 
     workers/launcher: see vadbench.launchers (workers None = one per visible GPU); select keeps only
-    the runs whose (model, dataset, category, seed) it lists (a Kaggle shard).
+    the runs whose (model, dataset, category, seed) it lists (a Kaggle shard), and only those are
+    checked and prepared; gate(run, index, total), asked before each run in this process, defers the
+    run when it returns False (a Kaggle shard's deadline).
     """
     exp = load_experiment(params_file)
     runs = expand_runs(exp)
@@ -119,10 +135,9 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
     output_root = Path(output_root)
     if dry_run:
         return _dry_run(exp, runs, output_root)
-    preflight(exp)
+    preflight(exp, runs if select is not None else None)
     probe_output(output_root)
-    if not dry_run:
-        prepare(exp)
+    prepare(exp, runs if select is not None else None)
     result = BatchResult(total=len(runs), failed=[])
     started = time.monotonic()
     for index, run in enumerate(runs, start=1):
@@ -135,13 +150,17 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
         if not sequential:
             pending.append((run, directory))
             continue
+        if gate is not None and not gate(run, index, len(runs)):
+            result.deferred.append(run.label)
+            continue
         log.info("[%d/%d] %s: running (elapsed %s, %d left after this)", index, len(runs), run.label,
                  _clock(time.monotonic() - started), len(runs) - index)
         result.tally(run.label, execute_run(run, exp.source, output_root, directory, force=force))
     if pending:
         _launch(pending, exp, output_root, workers, launcher, slurm_params, result, force)
-    log.info("batch %s: %d run, %d skipped, %d failed, %d left to another batch (locked) in %s", exp.name,
-             result.done, result.skipped, len(result.failed), len(result.locked), _clock(time.monotonic() - started))
+    log.info("batch %s: %d run, %d skipped, %d failed, %d left to another batch (locked), %d deferred in %s",
+             exp.name, result.done, result.skipped, len(result.failed), len(result.locked), len(result.deferred),
+             _clock(time.monotonic() - started))
     for label in result.failed:
         log.error("failed: %s", label)
     for label in result.locked:

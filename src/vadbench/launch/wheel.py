@@ -1,7 +1,8 @@
 """Build a pure-Python wheel of this package from its source tree, without a build backend or network.
 
 Used to ship the exact checked-out code to Kaggle (a private dataset holding the wheel). The wheel is
-byte-for-byte reproducible: files in sorted order with a fixed timestamp.
+byte-for-byte reproducible: files in sorted order with a fixed timestamp. It carries the commit it was
+built from as `vadbench/_build.py` (BUILD_COMMIT), which the Kaggle kernel checks after installing it.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def _metadata(project: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_wheel(out_dir: Path | str, project_root: Path = PROJECT_ROOT) -> Path:
-    """Write `<name>-<version>-py3-none-any.whl` into out_dir and return its path."""
+def build_wheel(out_dir: Path | str, project_root: Path = PROJECT_ROOT, commit: str = "unknown") -> Path:
+    """Write `<name>-<version>-py3-none-any.whl` (carrying `commit`) into out_dir and return its path."""
     project = tomllib.loads((project_root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     name, version = project["name"], project["version"]
     info = f"{name}-{version}.dist-info"
@@ -38,6 +39,8 @@ def build_wheel(out_dir: Path | str, project_root: Path = PROJECT_ROOT) -> Path:
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         if "__pycache__" not in path.parts:
             files[f"{name}/{path.relative_to(PACKAGE_DIR).as_posix()}"] = path.read_bytes()
+    files[f"{name}/_build.py"] = f'"""Written by the wheel build."""\nBUILD_COMMIT = {commit!r}\n'.encode()
+    files = dict(sorted(files.items()))
     files[f"{info}/METADATA"] = _metadata(project).encode()
     files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: vadbench.wheel\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     scripts = "".join(f"{k} = {v}\n" for k, v in project.get("scripts", {}).items())

