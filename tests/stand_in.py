@@ -38,3 +38,22 @@ def make_project(tmp_path: Path, monkeypatch, code: str, **experiment) -> Path:
     monkeypatch.setenv("VADBENCH_ACTIVE_DIR", str(tmp_path / "active-runs"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def stand_in_code(fields: str = "", before: str = "", after: str = "", log: bool = True, broken: bool = True) -> str:
+    """The stand-in notebook's code: find its run, optionally log it to executions.log and fail on category
+    'broken', then write an ok record (with `fields`, Python dict items text, added); `before`/`after` run
+    around the record."""
+    lines = ["import os, pathlib, time", "from vadbench import config, records",
+             "run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)",
+             "d = records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)"]
+    if log:
+        lines += ['with open("executions.log", "a") as fh:', '    fh.write(run.label + "\\n")']
+    lines += [before] if before else []
+    if broken:
+        lines += ['if category == "broken":', '    raise RuntimeError("deliberate failure in " + run.label)']
+    lines += ['records.write_record(d, {"status": "ok", "error": None, "experiment": run.experiment, '
+              '"model": run.model.name, "dataset": run.dataset.name, "category": run.category, "seed": run.seed, '
+              f'"config_hash": run.config_hash, "config": run.config(){", " + fields if fields else ""}}})']
+    lines += [after] if after else []
+    return "\n".join(lines) + "\n"

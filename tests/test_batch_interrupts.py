@@ -18,24 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stand_in import make_project
+from stand_in import make_project, stand_in_code
 from vadbench import records
 
-STAND_IN = '''
-import os, pathlib, time
-from vadbench import config, records
-run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)
-d = records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
-with open("executions.log", "a") as fh:
-    fh.write(run.label + "\\n")
-from ipykernel.connect import get_connection_file
-with open("connection_files.log", "a") as fh:
-    fh.write(get_connection_file() + "\\n")
-records.write_record(d, {"status": "ok", "error": None, "experiment": run.experiment, "model": run.model.name,
-                         "dataset": run.dataset.name, "category": run.category, "seed": run.seed,
-                         "config_hash": run.config_hash, "config": run.config(), "environment": {"device": "cpu"}})
-time.sleep(float(os.environ.get("STAND_IN_SLEEP", "0")))
-'''
+STAND_IN = stand_in_code('"environment": {"device": "cpu"}', broken=False, before=(
+    "from ipykernel.connect import get_connection_file\n"
+    'with open("connection_files.log", "a") as fh:\n    fh.write(get_connection_file() + "\\n")'),
+    after='time.sleep(float(os.environ.get("STAND_IN_SLEEP", "0")))')
 
 
 @pytest.fixture()

@@ -13,26 +13,15 @@ from unittest import mock
 import pytest
 import yaml
 
-from stand_in import make_project
+from stand_in import make_project, stand_in_code
 from vadbench import records
 from vadbench.data import demo as demo_data
 from vadbench.errors import ConfigError
 from vadbench.launch import runner
 from vadbench.launch import workers as launchers
 
-STAND_IN = '''
-import os, pathlib
-from vadbench import config, records
-run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)
-d = records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
-if category == "broken":
-    raise RuntimeError("deliberate failure in " + run.label)
-records.write_record(d, {"status": "ok", "error": None, "experiment": run.experiment, "model": run.model.name,
-                         "dataset": run.dataset.name, "category": run.category, "seed": run.seed,
-                         "config_hash": run.config_hash, "config": run.config(),
-                         "seen": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")},
-                         "pid": os.getppid()})
-'''
+STAND_IN = stand_in_code('"seen": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}, '
+                         '"pid": os.getppid()', log=False)
 
 
 @pytest.fixture()

@@ -15,24 +15,12 @@ import nbformat
 import pytest
 import yaml
 
-from stand_in import make_project
+from stand_in import make_project, stand_in_code
 from vadbench import records
 from vadbench.errors import DatasetError
 from vadbench.launch import execute, runner
 
-STAND_IN = '''
-import json, pathlib
-from vadbench import config, records
-run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)
-d = records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
-with open("executions.log", "a") as fh:
-    fh.write(run.label + "\\n")
-if category == "broken":
-    raise RuntimeError("deliberate failure in " + run.label)
-records.write_record(d, {"status": "ok", "error": None, "experiment": run.experiment, "model": run.model.name,
-                         "dataset": run.dataset.name, "category": run.category, "seed": run.seed,
-                         "config_hash": run.config_hash, "config": run.config()})
-'''
+STAND_IN = stand_in_code()
 
 
 @pytest.fixture()
