@@ -57,3 +57,9 @@ def stand_in_code(fields: str = "", before: str = "", after: str = "", log: bool
               f'"config_hash": run.config_hash, "config": run.config(){", " + fields if fields else ""}}})']
     lines += [after] if after else []
     return "\n".join(lines) + "\n"
+
+
+def executions(project: Path) -> list[str]:
+    """The runs the stand-in notebook executed in a project, in order."""
+    log = project / "executions.log"
+    return log.read_text().splitlines() if log.exists() else []

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stand_in import make_project, stand_in_code
+from stand_in import executions, make_project, stand_in_code
 from vadbench import records
 
 STAND_IN = stand_in_code('"environment": {"device": "cpu"}', broken=False, before=(
@@ -35,11 +35,6 @@ def project(tmp_path, monkeypatch):
     exp["datasets"][0]["categories"] = ["a", "c"]
     (root / "exp.yaml").write_text(yaml.safe_dump(exp))
     return root
-
-
-def executions(project: Path) -> list[str]:
-    log = project / "executions.log"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 def start_batch(project: Path, *args: str, sleep: float = 0) -> subprocess.Popen:

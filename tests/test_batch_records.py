@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stand_in import make_project, stand_in_code
+from stand_in import executions, make_project, stand_in_code
 from vadbench import records
 from vadbench.launch import locks, runner, staging
 from vadbench.report import tables
@@ -22,11 +22,6 @@ STAND_IN = stand_in_code('"metrics": {"image_auroc": 0.5, "pixel_auroc": float("
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     return make_project(tmp_path, monkeypatch, STAND_IN)
-
-
-def executions(project: Path) -> list[str]:
-    log = project / "executions.log"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import yaml
 
-from stand_in import make_project, stand_in_code
+from stand_in import executions, make_project, stand_in_code
 from vadbench import records
 from vadbench.errors import DatasetError
 from vadbench.launch import execute, runner
@@ -27,11 +27,6 @@ STAND_IN = stand_in_code()
 def project(tmp_path, monkeypatch):
     """A working dir with a tiny dataset layout, an experiment file and the stand-in notebook."""
     return make_project(tmp_path, monkeypatch, STAND_IN)
-
-
-def executions(project: Path) -> list[str]:
-    log = project / "executions.log"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 def test_failed_run_is_recorded_and_batch_goes_on(project):
