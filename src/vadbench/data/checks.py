@@ -284,8 +284,8 @@ def _check_visa_raw(root: Path, category: str, entry: DatasetInfo, check: Catego
     _check_visa_masks(root, [r for r in rows if r["label"] == "anomaly"], sizes, check)
     if not os.access(root, os.W_OK):
         check.errors.append(f"{root} is read-only, but the 1cls conversion writes {root / VISA_CONVERTED}: copy the "
-                            "dataset to a writable folder (e.g. cp -r /kaggle/input/<slug> /kaggle/working/visa) "
-                            "and use that as the root")
+                            "dataset to a writable folder and use that as the root (Kaggle shards and rehearsals "
+                            "do this themselves, into a scratch folder)")
     check.notes.append(f"raw layout: converted to {root / VISA_CONVERTED} (anomalib's 1cls split) on the first run")
 
 

@@ -67,8 +67,8 @@ REGISTRY: dict[str, DatasetInfo] = {
         expected=VISA_COUNTS, strict_counts=True, env_var="VADBENCH_VISA_ROOT", default_root="datasets/visa",
         download="https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar "
                  "(from https://github.com/amazon-science/spot-diff)",
-        kaggle="no mirror verified by us: upload VisA_20220922 as a private Kaggle dataset, attach it, and copy it "
-               "to /kaggle/working/visa (the 1cls conversion writes <root>/visa_pytorch, so the root must be writable)",
+        kaggle="no mirror verified by us: upload VisA_20220922 as a private Kaggle dataset and mount it; the shard "
+               "kernel copies it once to a writable scratch folder and converts it there (not /kaggle/working)",
         unpack="unpack so that <root>/candle/Data/Images/Normal and <root>/split_csv/1cls.csv exist; the first run "
                "converts it to <root>/visa_pytorch/<category>/{train,test,ground_truth} (anomalib's 1cls split)",
     ),
