@@ -124,11 +124,12 @@ def test_pending_status_counts_and_logs(project):
     demo, kparams = "params/experiments/demo.yaml", "params/kaggle/kaggle.yaml"
     runs = {r.label: r for r in expand_runs(load_experiment(demo))}
     done = [label for label in runs if label.startswith("draem")] + ["padim demo/brick seed0"]
-    for label in done:
+    for label in done:  # finished: an ok record and its executed notebook
         run = runs[label]
-        records.write_record(records.run_dir("outputs/runs", run.experiment, run.model.name, run.dataset.name,
-                                             run.category, run.seed),
-                             {"status": "ok", "config_hash": run.config_hash, "experiment": run.experiment})
+        folder = records.run_dir("outputs/runs", run.experiment, run.model.name, run.dataset.name, run.category,
+                                 run.seed)
+        records.write_record(folder, {"status": "ok", "config_hash": run.config_hash, "experiment": run.experiment})
+        (folder / records.NOTEBOOK_FILE).write_text('{"cells": []}')
     fake = FakeKaggle()
     first = kaggle_runs.push(demo, "outputs/kaggle", kparams, api=fake, poll_s=0)
     shards = kaggle_runs.push(demo, "outputs/kaggle", kparams, api=fake, pending_in="outputs/runs", poll_s=0)
@@ -155,8 +156,9 @@ def test_deadline_defers_runs_that_would_end_too_late(tmp_path):
     gate = kaggle_kernel.Deadline(time.time(), 100.0, 0.0, tmp_path / "working/shard_status.json", out)
     assert gate(runs[0], 1, 3)  # nothing measured yet: the first run starts
     run = runs[0]
-    records.write_record(records.run_dir(out, run.experiment, run.model.name, run.dataset.name, run.category, run.seed),
-                         {"status": "ok", "config_hash": run.config_hash})
+    folder = records.run_dir(out, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
+    records.write_record(folder, {"status": "ok", "config_hash": run.config_hash})
+    (folder / records.NOTEBOOK_FILE).write_text('{"cells": []}')  # finished: record and executed notebook
     gate.last_start -= 30  # the first run took 30 s: estimate 36 s
     gate.started -= 60  # 60 s used, 40 s left: the second run fits, the third would not
     assert gate(runs[1], 2, 3)
