@@ -55,14 +55,14 @@ def wait_for(condition, what: str, timeout: float = 120) -> None:
 def interrupt(batch: subprocess.Popen) -> str:
     """SIGINT to the batch's process group; its stderr once it has exited."""
     os.killpg(batch.pid, signal.SIGINT)
-    _, stderr = batch.communicate(timeout=120)
+    _, stderr = batch.communicate(timeout=300)
     assert batch.returncode != 0, stderr
     return stderr
 
 
 def finish(project: Path, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "vadbench.cli", "run", "exp.yaml", "--output", "out", *args],
-                          cwd=project, capture_output=True, text=True, timeout=300)
+                          cwd=project, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return done
 

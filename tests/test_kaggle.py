@@ -249,7 +249,7 @@ def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypat
                                       "categories": ["brick", "grass", "gravel"]}],  # gravel: not on disk
            "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 1, "batch_size": 2},
                        "params": {"anomaly_source": "perlin"}},
-                      {"name": "ead", "kind": "efficientad", "image_size": 64, "train": {"max_steps": 1, "batch_size": 1},
+                      {"name": "ead", "kind": "efficientad", "image_size": 256, "train": {"max_steps": 1, "batch_size": 1},
                        "params": {"teacher": "random", "imagenet_dir": "nowhere"}}]}  # another shard's missing input
     monkeypatch.chdir(tmp_path)
     for var in ("VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT"):
