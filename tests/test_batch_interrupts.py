@@ -41,7 +41,13 @@ def start_batch(project: Path, *args: str, sleep: float = 0) -> subprocess.Popen
     """A real `vadbench run` in its own process group (so a signal reaches it and its kernel, like Ctrl-C)."""
     return subprocess.Popen([sys.executable, "-m", "vadbench.cli", "run", "exp.yaml", "--output", "out", *args],
                             cwd=project, env={**os.environ, "STAND_IN_SLEEP": str(sleep)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """Ctrl-C's default action in the batch, as in a terminal: a shell starting tests in the background (as a CI
+    runner may) leaves SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition, what: str, timeout: float = 120) -> None:
