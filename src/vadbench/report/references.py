@@ -7,7 +7,6 @@ is strict like the experiment params: an unknown key or metric is an error namin
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 
 from vadbench.errors import ConfigError
 from vadbench.records import METRICS
+from vadbench.report.frames import json_dict
 from vadbench.strict import load_yaml
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def model_identity(frame: pd.DataFrame) -> pd.DataFrame:
     config (the model class when a record has no config)."""
     rows = []
     for _, row in frame.iterrows():
-        config = _json(row.get("config"))
+        config = json_dict(row.get("config"))
         model = config.get("model") or {}
         model_class = row.get("model_class")
         kind = model.get("kind") or (model_class.lower() if isinstance(model_class, str) else "")
@@ -125,13 +125,3 @@ def model_identity(frame: pd.DataFrame) -> pd.DataFrame:
                      "dataset_kind": dataset_kind if isinstance(dataset_kind, str) else ""})
     table = pd.DataFrame(rows, columns=["experiment", "dataset", "model", "model_kind", "model_size", "dataset_kind"])
     return table.drop_duplicates(["experiment", "dataset", "model"]).reset_index(drop=True)
-
-
-def _json(text: Any) -> dict[str, Any]:
-    if not isinstance(text, str):
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

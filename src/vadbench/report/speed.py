@@ -8,6 +8,7 @@ import json
 import pandas as pd
 
 from vadbench.records import GROUP, IDENTITY
+from vadbench.report.frames import json_dict
 from vadbench.report.references import MEAN, references_frame
 
 SPEED_ROW_COLUMNS = ("protocol", "precision", "batch_size", "requested_batch_size", "channels_last",
@@ -21,7 +22,7 @@ def speed_rows(frame: pd.DataFrame) -> pd.DataFrame:
         text = record.get("speed")
         if record.get("status") != "ok" or not isinstance(text, str):
             continue
-        config = _json(record.get("config"))
+        config = json_dict(record.get("config"))
         kind = (config.get("model") or {}).get("kind", "")
         size = (config.get("model_params") or {}).get("model_size", "") if kind == "efficientad" else ""
         for row in json.loads(text):
@@ -58,14 +59,6 @@ def like_with_like(frame: pd.DataFrame) -> pd.DataFrame:
                     "latency_ms": (host if len(host) else single)["latency_ms_median"].median(),
                     "img_per_s": batch["img_per_s"].median()})
     return pd.DataFrame(out, columns=[*GROUP, "device_name", "latency_ms", "img_per_s"])
-
-
-def _json(text: object) -> dict:
-    try:
-        value = json.loads(text) if isinstance(text, str) else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def with_published(table: pd.DataFrame, reference_paths: list) -> pd.DataFrame:
