@@ -29,7 +29,7 @@ def _pair(rng: np.random.Generator, defect: bool, size: int = SIZE, ids: bool = 
 
 
 def build_mvtec_like(root: Path, counts: dict[str, tuple[int, int, int]], ext: str = ".png",
-                     defect_types: tuple[str, ...] = ("crack", "hole"), seed: int = 0) -> Path:
+                     defect_types: tuple[str, ...] = ("crack", "hole"), seed: int = 0, size: int = SIZE) -> Path:
     """<cat>/train/good, <cat>/test/{good,<defect>}, <cat>/ground_truth/<defect>/NNN_mask.png."""
     rng = np.random.default_rng(seed)
     for category, (n_train, n_good, n_defect) in counts.items():
@@ -37,12 +37,12 @@ def build_mvtec_like(root: Path, counts: dict[str, tuple[int, int, int]], ext: s
         for sub, n in (("train/good", n_train), ("test/good", n_good)):
             (folder / sub).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                _pair(rng, False)[0].save(folder / sub / f"{i:03d}{ext}")
+                _pair(rng, False, size)[0].save(folder / sub / f"{i:03d}{ext}")
         for t, kind in enumerate(defect_types):
             (folder / "test" / kind).mkdir(parents=True, exist_ok=True)
             (folder / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
             for i in range(t, n_defect, len(defect_types)):
-                image, mask = _pair(rng, True)
+                image, mask = _pair(rng, True, size)
                 image.save(folder / "test" / kind / f"{i:03d}{ext}")
                 mask.save(folder / "ground_truth" / kind / f"{i:03d}_mask.png")
     return root

@@ -79,8 +79,12 @@ def test_run_files_agree(finished, model):
     assert timing["pipeline_img_per_s"] == pytest.approx(timing["test_images"] / timing["test_seconds"])
     assert timing["model_latency_ms_p90"] >= timing["model_latency_ms_median"] > 0
     assert timing["model_img_per_s"] > 0 and timing["fit_seconds"] > 0
+    assert 0 < timing["test_model_seconds"] < timing["test_seconds"]  # forward passes timed within the pass
+    assert record["config"]["evaluation"]["image_cache"] is True  # every image read from the cache, built up front
+    assert timing["image_cache_images"] == split["train_images"] + split["val_images"] + timing["test_images"]
+    assert 0 <= timing["image_cache_decoded"] <= timing["image_cache_images"] and timing["image_cache_seconds"] > 0
     assert timing["harness_ms_per_image"] == pytest.approx(
-        1e3 / timing["pipeline_img_per_s"] - 1e3 / timing["model_img_per_s"])
+        (timing["test_seconds"] - timing["test_model_seconds"]) / timing["test_images"] * 1e3)
     assert all(timing[f"peak_mem_mb_{phase}"] > 0 for phase in ("training", "scoring", "timing"))
     for key in ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "pixel_aupro"):  # intervals beside estimates
         assert metrics[f"{key}_ci_low"] <= metrics[key] + 1e-9 and metrics[key] <= metrics[f"{key}_ci_high"] + 1e-9, key

@@ -275,11 +275,9 @@ def test_peak_memory_cuda_is_reserved_mib():
     reserved.assert_called_once_with(CUDA)
 
 
-def test_harness_is_pipeline_minus_model_time_per_image():
-    pipeline = {"pipeline_img_per_s": 50.0}  # 20 ms per image end to end
-    model = {"model_img_per_s": 200.0}  # 5 ms per image in the model
-    assert timing.harness_ms_per_image(pipeline, model) == pytest.approx(15.0)
-    assert timing.harness_ms_per_image(pipeline, {"model_img_per_s": None}) is None
+def test_harness_is_the_pass_minus_its_forward_passes_per_image():
+    assert timing.harness_ms_per_image(2.0, 0.5, 100) == pytest.approx(15.0)  # 20 ms per image, 5 in the model
+    assert timing.harness_ms_per_image(1.0, 0.0, 0) is None
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS reset is Linux-only")

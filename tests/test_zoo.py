@@ -223,8 +223,10 @@ def test_docs_table_names_each_model_with_its_route():
 
 
 def test_existing_kinds_keep_their_config_hash(tmp_path):
-    """Records written before `kind: anomalib` existed stay finished: these hashes predate it."""
+    """Records written before `kind: anomalib` existed stay finished: these hashes predate it. They predate the image
+    cache too, so they hold for `image_cache: false` (what those runs did); cached runs (the default) hash anew."""
     exp = {"name": "h", "datasets": [{"name": "d", "kind": "demo", "root": "data", "categories": ["brick"]}],
+           "evaluation": {"image_cache": False},
            "models": [{"name": "dr", "kind": "draem", "train": {"max_steps": 2}},
                       {"name": "ea", "kind": "efficientad", "train": {"max_steps": 2, "batch_size": 1},
                        "params": {"teacher": "random"}},
@@ -234,3 +236,8 @@ def test_existing_kinds_keep_their_config_hash(tmp_path):
     hashes = {r.model.name: r.config_hash for r in config.expand_runs(config.load_experiment(tmp_path / "h.yaml"))}
     assert hashes == {"dr": "eef0879c15537cea", "ea": "d95e62077ea6d412", "pc": "d3da47ad2d7c3bae",
                       "pd": "06c8c1c54c4fb71e"}
+    del exp["evaluation"]
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump(exp))
+    cached = {r.model.name: r for r in config.expand_runs(config.load_experiment(tmp_path / "h.yaml"))}
+    assert cached["pd"].config()["evaluation"]["image_cache"] is True
+    assert not set(hashes.values()) & {r.config_hash for r in cached.values()}

@@ -191,7 +191,8 @@ class DatasetSpec:
 
 #: Fields added after records existed: left at these defaults they stay out of the run config, so the
 #: config hashes of older records hold.
-ADDED_DEFAULTS = {"protocol": "honest", "val_source": "", "pixel_protocol": "input"}
+ADDED_DEFAULTS = {"protocol": "honest", "val_source": "", "pixel_protocol": "input",
+                  "image_cache": False}  # records before the cache were uncached: new (cached) runs hash anew
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,8 @@ class EvaluationSpec:
     F1 threshold on the validation set, as its defaults do); recorded in every record.
     pixel_protocol: `input` (anomalib's: masks resized to the model's image size) or `original` (MVTec AD's
     official protocol: maps upsampled bilinearly to each mask's original size; see vadbench.run.original).
+    image_cache: read images decoded and resized once per image size, as uint8 (vadbench.data.cache); `false`
+    decodes and resizes every image on every pass, as anomalib does.
     """
 
     val_ratio: float = 0.2
@@ -214,6 +217,7 @@ class EvaluationSpec:
     pixel_protocol: Literal["input", "original"] = "input"
     eval_batch_size: int = 8
     num_workers: int = 0
+    image_cache: bool = True
     image_threshold_quantile: float = 1.0
     pixel_threshold_quantile: float = 0.999
     timing_warmup: int = 5

@@ -26,6 +26,14 @@ PROJECT_NAME = "vadbench"
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
+CACHE_ENV = "VADBENCH_CACHE"  # caches' base folder; VADBENCH_CACHE_DIR is read as an older name of it
+
+
+def cache_dir() -> Path:
+    """The caches' base folder: $VADBENCH_CACHE (or $VADBENCH_CACHE_DIR), else outputs/cache (relative to the root)."""
+    return Path(os.environ.get(CACHE_ENV) or os.environ.get("VADBENCH_CACHE_DIR") or "outputs/cache")
+
+
 def notebooks_dir() -> Path:
     """The notebooks folder: $VADBENCH_NOTEBOOKS, else the checkout's notebooks/, else ./notebooks."""
     env = os.environ.get("VADBENCH_NOTEBOOKS")

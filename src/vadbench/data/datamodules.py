@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vadbench.config import MIN_TRAIN_IMAGES, DatasetSpec, RunSpec
+from vadbench.data import cache
 from vadbench.data import checks as layouts
 from vadbench.data.images import images_in
 from vadbench.data.registry import DATASET_KINDS, info
@@ -172,13 +173,39 @@ class _Undersampling:
             self.train_data = self.train_data.subsample(sorted(order[:keep].tolist()))
 
 
+class _Loading:
+    """Mixin for an anomalib datamodule: its dataloaders read through the image cache (vadbench.data.cache) when
+    `image_cache` is on, and pin host memory for a CUDA device; otherwise anomalib's own dataloaders."""
+
+    image_cache: bool = False
+    pin_memory: bool = False
+
+    def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> Any:
+        from torch.utils.data import DataLoader
+
+        return DataLoader(dataset=cache.cached(dataset) if self.image_cache else dataset, shuffle=shuffle,
+                          batch_size=batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          collate_fn=self.external_collate_fn or dataset.collate_fn)
+
+    def train_dataloader(self) -> Any:
+        return self._loader(self.train_data, self.train_batch_size, shuffle=True)
+
+    def val_dataloader(self) -> Any:
+        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> Any:
+        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
+
+
 def _undersampling(cls: type) -> type:
-    """`cls` with the undersampling mixin (same name, for anomalib's logs)."""
-    return type(cls.__name__, (_Undersampling, cls), {})
+    """`cls` with the undersampling and loading mixins (same name, for anomalib's logs)."""
+    return type(cls.__name__, (_Undersampling, _Loading, cls), {})
 
 
-def build_datamodule(run: RunSpec, train_batch_size: int) -> Any:
-    """The anomalib datamodule of the run's dataset and category, with the run's split settings."""
+def build_datamodule(run: RunSpec, train_batch_size: int, pin_memory: bool = False) -> Any:
+    """The anomalib datamodule of the run's dataset and category, with the run's split and loading settings.
+
+    pin_memory: page-locked batches (for a CUDA device)."""
     check_category(run.dataset, run.category)
     common = {
         "train_batch_size": train_batch_size,
@@ -191,6 +218,7 @@ def build_datamodule(run: RunSpec, train_batch_size: int) -> Any:
     cls, kwargs = _datamodule_class(run.dataset, run.category)
     module = _undersampling(cls)(**kwargs, **common)
     module.train_ratio = run.dataset.train_ratio
+    module.image_cache, module.pin_memory = run.evaluation.image_cache, pin_memory
     return module
 
 

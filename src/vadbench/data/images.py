@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from vadbench import paths
+
 log = logging.getLogger(__name__)
 
 #: Suffixes (compared lower-case) of the image files vadbench lists, checks, counts and trains on.
@@ -113,8 +115,8 @@ def _stamp(path: Path) -> list[int] | None:
 
 
 def cache_file(root: Path | str) -> Path:
-    """Where the decode results of a dataset root are cached ($VADBENCH_CACHE_DIR, else outputs/cache)."""
-    base = Path(os.environ.get("VADBENCH_CACHE_DIR", "outputs/cache")) / "image-checks"
+    """Where the decode results of a dataset root are cached: <cache folder>/image-checks (vadbench.paths.cache_dir)."""
+    base = paths.cache_dir() / "image-checks"
     digest = hashlib.sha256(str(Path(root).absolute()).encode()).hexdigest()[:16]
     return base / f"{digest}.json"
 

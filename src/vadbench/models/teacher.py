@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
+from vadbench import paths
 from vadbench.config import DistillParams, EfficientAdParams
 from vadbench.errors import InputMissingError
 from vadbench.models import backbones, distill
@@ -41,8 +41,8 @@ def cache_key(settings: DistillSettings) -> str:
 
 
 def cache_dir() -> Path:
-    """Where distilled teachers are cached: $VADBENCH_CACHE/teachers (default outputs/cache/teachers)."""
-    return Path(os.environ.get("VADBENCH_CACHE", "outputs/cache")) / "teachers"
+    """Where distilled teachers are cached: <cache folder>/teachers (vadbench.paths.cache_dir)."""
+    return paths.cache_dir() / "teachers"
 
 
 def cached_teacher_path(settings: DistillSettings) -> Path:

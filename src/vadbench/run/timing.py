@@ -382,8 +382,9 @@ def peak_memory_since_reset(device: torch.device | str | None) -> float | None:
     return None
 
 
-def harness_ms_per_image(pipeline: dict[str, float], model: dict[str, float]) -> float | None:
-    """Pipeline time per image minus the model's own time per image (at the evaluation batch), in ms."""
-    if not pipeline.get("pipeline_img_per_s") or not model.get("model_img_per_s"):
+def harness_ms_per_image(pass_seconds: float, model_seconds: float, images: int) -> float | None:
+    """The harness's share of an evaluation pass, in ms per image: the pass's wall time minus the time its own
+    (synchronised) forward passes took, over the images scored; None for no image."""
+    if images <= 0:
         return None
-    return 1e3 / pipeline["pipeline_img_per_s"] - 1e3 / model["model_img_per_s"]
+    return (pass_seconds - model_seconds) / images * 1e3
