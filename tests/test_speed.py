@@ -37,6 +37,21 @@ def test_speed_command_times_every_model_of_the_demo_on_random_input(tmp_path, m
     assert (rows["device"] == "cpu").all() and rows["published_latency_ms"].isna().all()  # no fp16 rows: nothing beside
 
 
+def test_speed_command_times_efficientad_training_steps(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "speed.csv"
+    assert cli_main(["speed", "params/experiments/gpu_check.yaml", "--model", "efficientad_s", "--device", "cpu",
+                     "--warmup", "1", "--iterations", "2", "--batch-sizes", "1", "--precisions", "fp32",
+                     "--train-steps", "2", "--out", str(out)]) == 0
+    rows = pd.read_csv(out).set_index("protocol")
+    train, infer = rows.loc["training"], rows.loc["on-device"]
+    assert (train["batch_size"], train["iterations"], train["precision"]) == (1, 2, "fp32")
+    assert train["latency_ms_median"] > infer["latency_ms_median"]  # forward of student + autoencoder, backward, step
+    hours = 70000 * train["latency_ms_median"] / 3.6e6
+    assert train["note"] == f"70000 steps (max_steps) at this rate: {hours:.3g} h"
+    assert "training" in capsys.readouterr().out
+
+
 def test_speed_command_names_bad_flags(capsys):
     assert cli_main(["speed", "params/experiments/demo.yaml", "--precisions", "fp8"]) == 2
     assert "--precisions 'fp8': use fp32, fp16" in capsys.readouterr().err

@@ -72,6 +72,8 @@ def _speed_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed passes first (default {d.warmup})")
     p.add_argument("--iterations", type=int, default=d.iterations, help=f"timed passes (default {d.iterations})")
+    p.add_argument("--train-steps", type=int, default=d.train_steps,
+                   help="EfficientAD: also time this many training steps on random data (default 0: none)")
     p.add_argument("--out", type=Path, default=None, help="also write the rows to this .csv or .json file")
 
 
@@ -84,7 +86,7 @@ def _speed(args: argparse.Namespace) -> int:
     try:
         options = SpeedOptions(device=args.device, batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
                                precisions=args.precisions.split(","), channels_last=args.channels_last,
-                               warmup=args.warmup, iterations=args.iterations)
+                               warmup=args.warmup, iterations=args.iterations, train_steps=args.train_steps)
     except ValueError:
         raise ConfigError(f"--batch-sizes {args.batch_sizes!r}: write integers separated by commas, e.g. 1,16") from None
     if set(options.precisions) - {"fp32", "fp16"}:

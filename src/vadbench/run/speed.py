@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from vadbench.config import EfficientAdParams, Experiment, ModelSpec
+from vadbench.models.build import build_model
 from vadbench.run import timing
 from vadbench.run.environment import device_name, resolve_device
 
@@ -38,6 +39,7 @@ class SpeedOptions:
     warmup: int = 100
     iterations: int = 200
     paper_protocol: bool = True
+    train_steps: int = 0  # EfficientAD: time this many training steps on random data (0: none)
 
 
 def timing_spec(spec: ModelSpec, scratch: Path) -> ModelSpec:
@@ -58,8 +60,6 @@ def timing_spec(spec: ModelSpec, scratch: Path) -> ModelSpec:
 
 def model_for_timing(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     """The anomalib torch model of spec in eval mode on device, ready to infer (fitted on random images if needed)."""
-    from vadbench.models.build import build_model
-
     with tempfile.TemporaryDirectory(prefix="vadbench-speed-") as scratch:
         module = build_model(timing_spec(spec, Path(scratch)), seed=0).module.to(device)
     if callable(getattr(module, "fit", None)):  # memory-bank models: collect embeddings, then fit
@@ -89,6 +89,36 @@ def time_model(spec: ModelSpec, options: SpeedOptions, device: torch.device) -> 
     return [{"model": spec.name, **size, **dataclasses.asdict(row)} for row in rows]
 
 
+TRAIN_WARMUP = 5  # untimed training steps before the timed ones
+
+
+def training_rows(spec: ModelSpec, device: torch.device, steps: int) -> list[dict]:
+    """EfficientAD's training speed on random data: seconds per step of its training loop (student and
+    autoencoder forward on an image and a penalty image, the three losses, backward, Adam step), fp32 as anomalib
+    trains; with the time the experiment's own max_steps would take at that rate. Other kinds: no row."""
+    if spec.kind != "efficientad" or steps < 1:
+        return []
+    with tempfile.TemporaryDirectory(prefix="vadbench-speed-") as scratch:
+        module = build_model(timing_spec(spec, Path(scratch)), seed=0).module
+    model, settings = module.model.to(device).train(), spec.settings
+    optimizer = torch.optim.Adam([*model.student.parameters(), *model.ae.parameters()], lr=settings.lr,
+                                 weight_decay=settings.weight_decay)
+    batch = spec.train.batch_size
+    image, penalty = (torch.rand(batch, 3, spec.image_size, spec.image_size, device=device) for _ in range(2))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        sum(model(batch=image, batch_imagenet=penalty)).backward()
+        optimizer.step()
+
+    res = timing.time_calls(step, batch, device, warmup=TRAIN_WARMUP, iterations=steps)
+    total = spec.train.max_steps
+    note = f"{total} steps (max_steps) at this rate: {total * res.median_ms / 3.6e6:.3g} h" if total and total > 1 else ""
+    row = timing.SpeedRow("training", "fp32", batch, batch, False, TRAIN_WARMUP, steps, res.median_ms, res.p90_ms,
+                          res.img_per_s, note)
+    return [dataclasses.asdict(row)]
+
+
 def speed_table(exp: Experiment, options: SpeedOptions, model: str | None = None) -> pd.DataFrame:
     """Rows for every model of the experiment (or the one named), with the device they were timed on."""
     specs = [m for m in exp.models if model in (None, m.name)]
@@ -101,6 +131,7 @@ def speed_table(exp: Experiment, options: SpeedOptions, model: str | None = None
     for spec in specs:
         log.info("timing %s (%s, %d px) on %s", spec.name, spec.kind, spec.image_size, device)
         rows += time_model(spec, options, device)
+        rows += [{**rows[-1], **row} for row in training_rows(spec, device, options.train_steps)]
     table = pd.DataFrame(rows)
     table.insert(1, "device", device.type)
     table.insert(2, "device_name", device_name(device))

@@ -101,20 +101,27 @@ def measure_latency(
     device = example.device if device is None else torch.device(device)
     if example.device.type != device.type:
         log.warning("example is on %s but timing synchronises %s", example.device, device)
-    batch_size = int(example.shape[0])
-    seconds: list[float] = []
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn(example)
-        for _ in range(iterations):
-            synchronize(device)
-            start = _clock()
-            fn(example)
-            synchronize(device)
-            seconds.append(_clock() - start)
-    result = _summarise(seconds, batch_size, warmup)
+        result = time_calls(lambda: fn(example), int(example.shape[0]), device, warmup=warmup, iterations=iterations)
     log.debug("latency on %s: %s", device, result)
     return result
+
+
+def time_calls(call: Callable[[], Any], batch_size: int, device: torch.device | str, *, warmup: int,
+               iterations: int) -> LatencyResult:
+    """`warmup` untimed calls, then `iterations` calls each timed on its own between two device synchronises."""
+    _check_int("warmup", warmup, 0)
+    _check_int("iterations", iterations, 1)
+    seconds: list[float] = []
+    for _ in range(warmup):
+        call()
+    for _ in range(iterations):
+        synchronize(device)
+        start = _clock()
+        call()
+        synchronize(device)
+        seconds.append(_clock() - start)
+    return _summarise(seconds, batch_size, warmup)
 
 
 class Stopwatch:
