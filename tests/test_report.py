@@ -21,6 +21,7 @@ from vadbench.records import METRICS, load_records, records_frame, run_dir, writ
 from vadbench.report import build as report_build  # noqa: E402
 from vadbench.report import figures as report_figures
 from vadbench.report import tables as report  # noqa: E402
+from vadbench.report.markdown import COLUMNS as MARKDOWN_COLUMNS
 
 EXPERIMENT = "bench"
 MODELS = ("draem", "efficientad_s")
@@ -52,6 +53,7 @@ def timing_value(model: str, dataset: str, category: str) -> dict[str, float]:
         "model_latency_ms_median": 4.0 + c + 10 * m,
         "model_latency_ms_p90": 5.0 + c + 10 * m,
         "model_img_per_s": 100.0 + 10 * c + 50 * d + 300 * m,
+        "harness_ms_per_image": 0.5 + 0.25 * c + m,
     }
 
 
@@ -358,3 +360,5 @@ def test_markdown_results_are_generated_from_the_records(runs, tmp_path):
             mean = sum(truth[(model, dataset, c)]["image_auroc"] for c in ok) / len(ok)
             row = next(line for line in section.splitlines() if line.startswith(f"| {model} |"))
             assert row.split(" | ")[1:3] == [str(len(ok)), f"{mean:.3f}"]
+            harness = sum(truth[(model, dataset, c)]["harness_ms_per_image"] for c in ok) / len(ok)
+            assert row.split(" | ")[MARKDOWN_COLUMNS.index("harness_ms_per_image")] == f"{harness:.3f}"
