@@ -120,6 +120,9 @@ def test_run_all_from_the_notebooks_folder_equals_the_runners_record(tmp_path, m
         assert other == value or (isinstance(value, float) and math.isclose(other, value, rel_tol=1e-6)), name
     shown = outputs_text(executed)  # the interactive run shows a bar; the batch writes plain lines
     assert "training padim demo/brick seed0" in shown and "scoring test images" in shown
+    cells = json.loads(executed.read_text())["cells"]
+    tables = "".join("".join(o.get("data", {}).get("text/html", "")) for c in cells for o in c.get("outputs", []))
+    assert "harness_ms_per_image" in tables and "pipeline_img_per_s" in tables  # both speeds, side by side
     logged = outputs_text(directory / execute.NOTEBOOK)
     assert re.search(r"training padim demo/brick seed0: (\d+)/\1 steps, \S+ elapsed, about \S+ left \(done\)", logged)
     assert "scoring test images: 8/8 images" in logged and "\r" not in logged
