@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vadbench import paths
+from vadbench.data.images import file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ def _stamp(path: Any) -> list:
     """[path, size, mtime_ns] of a file; [] for no path (a normal image's mask)."""
     if not isinstance(path, str) or not path:
         return []
-    st = os.stat(path)
-    return [str(Path(path).absolute()), st.st_size, st.st_mtime_ns]
+    return [str(Path(path).absolute()), *(file_stamp(path) or [])]
 
 
 def cache_key(image_path: str, mask_path: Any, label: int, resize: dict[str, Any]) -> str:

@@ -90,7 +90,7 @@ def decode_all(paths: list[Path]) -> dict[Path, Decoded]:
     out: dict[Path, Decoded] = {}
     todo = []
     for path in paths:
-        key, stamp = str(Path(path).absolute()), _stamp(path)
+        key, stamp = str(Path(path).absolute()), file_stamp(path)
         hit = cache.entries.get(key) if cache is not None else None
         if isinstance(hit, dict) and stamp is not None and hit.get("stamp") == stamp:
             out[path] = Decoded(tuple(hit["size"]) if hit.get("size") else None, hit.get("error"))
@@ -99,14 +99,15 @@ def decode_all(paths: list[Path]) -> dict[Path, Decoded]:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for path, decoded in zip(todo, pool.map(decode, todo)):
             out[path] = decoded
-            stamp = _stamp(path)
+            stamp = file_stamp(path)
             if cache is not None and stamp is not None:
                 cache.entries[str(Path(path).absolute())] = {"stamp": stamp, "size": decoded.size, "error": decoded.error}
                 cache.changed = True
     return out
 
 
-def _stamp(path: Path) -> list[int] | None:
+def file_stamp(path: Path | str) -> list[int] | None:
+    """[size, mtime_ns] of a file (what tells a changed file from the one cached), None when it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:

@@ -320,24 +320,9 @@ def host_to_host_latency(fn: Callable[[torch.Tensor], torch.Tensor], image_shape
     fn must return the anomaly map (a tensor); its `.cpu()` copy ends each timed pass.
     """
     shape, device = _check_shape(image_shape), torch.device(device)
-    _check_int("warmup", warmup, 0)
-    _check_int("iterations", iterations, 1)
     host = _random_batch((1, *shape), torch.device("cpu"), 0)
-
-    def one_pass() -> None:
-        fn(host.to(device)).cpu()
-
-    seconds: list[float] = []
     with torch.inference_mode(), _autocast(device, precision):
-        for _ in range(warmup):
-            one_pass()
-        for _ in range(iterations):
-            synchronize(device)
-            start = _clock()
-            one_pass()
-            synchronize(device)
-            seconds.append(_clock() - start)
-    res = _summarise(seconds, 1, warmup)
+        res = time_calls(lambda: fn(host.to(device)).cpu(), 1, device, warmup=warmup, iterations=iterations)
     return SpeedRow("host-to-host", precision, 1, 1, False, warmup, iterations, res.median_ms, res.p90_ms,
                     res.img_per_s)
 
