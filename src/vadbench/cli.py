@@ -143,34 +143,34 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _kaggle(args: argparse.Namespace) -> int:
-    from vadbench.launch import kaggle as kaggle_runs
+    from vadbench.launch.kaggle import pull, push
 
     if args.kaggle_command == "push":
-        shards = kaggle_runs.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
-                                  args.accelerator, dry_run=args.dry_run, pending_in=args.runs if args.pending else None)
+        shards = push.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
+                           args.accelerator, dry_run=args.dry_run, pending_in=args.runs if args.pending else None)
         log.info("%d shard(s), %d runs", len(shards), sum(len(s.runs) for s in shards))
         return 0
     if args.kaggle_command == "notebook":
-        from vadbench.launch.kaggle_editor import write_editor_notebook
+        from vadbench.launch.kaggle.editor import write_editor_notebook
 
         write_editor_notebook(args.params, args.model, args.dataset, args.category, args.seed, args.dir,
                               args.kaggle_params)
         return 0
     if args.kaggle_command == "rehearse":
-        from vadbench.launch import kaggle_rehearse
+        from vadbench.launch.kaggle import rehearse
 
-        done = kaggle_rehearse.rehearse(args.params, args.kaggle_params, args.shard, args.smoke, args.deadline_s,
-                                        args.dir, args.shard_by.split(","))
+        done = rehearse.rehearse(args.params, args.kaggle_params, args.shard, args.smoke, args.deadline_s,
+                                 args.dir, args.shard_by.split(","))
         if args.pull:
-            kaggle_rehearse.pull_rehearsal(args.runs, args.dir)
+            rehearse.pull_rehearsal(args.runs, args.dir)
         return 0 if all(s["ok"] for s in done) else 1
     if args.kaggle_command == "logs":
-        sys.stdout.write(kaggle_runs.logs(args.shard, args.dir) + "\n")
+        sys.stdout.write(pull.logs(args.shard, args.dir) + "\n")
         return 0
     if args.kaggle_command == "status":
-        kaggle_runs.status(args.dir, args.experiment)
+        pull.status(args.dir, args.experiment)
         return 0
-    result = kaggle_runs.pull(args.dir, args.runs, args.experiment)
+    result = pull.pull(args.dir, args.runs, args.experiment)
     return 1 if result.conflicts else 0
 
 
