@@ -26,7 +26,7 @@ from vadbench.errors import ConfigError, KaggleSetupError
 from vadbench.launch import execute, parameters
 from vadbench.launch.kaggle import pull, push, rules
 from vadbench.launch.kaggle.kernel import layout, session
-from vadbench.report import tables as report
+from vadbench.report.tables import load_frame, per_category_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DUMMY_KEY = "dummy-kaggle-key-7f3a9c51e2"
@@ -180,7 +180,7 @@ def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
     pulled = records.read_record(project / "outputs/runs/demo/draem/demo/brick/seed0")
     assert pulled["metrics"]["image_auroc"] == 0.9
     assert (project / "outputs/runs/demo/draem/demo/brick/seed0/scores.csv").is_file()
-    table = report.per_category_table(report.load_frame("outputs/runs"))  # the report sees the pulled run
+    table = per_category_table(load_frame("outputs/runs"))  # the report sees the pulled run
     assert list(table["category"]) == ["brick"] and table["image_auroc"].iloc[0] == 0.9
 
     again = pull.pull("outputs/kaggle", "outputs/runs", api=fake)
@@ -259,7 +259,7 @@ def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     for var in ("VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT"):
         monkeypatch.setenv(var, os.environ.get(var, ""))  # restored after the test
-    work = layout.prepare(str(tmp_path / "work"), code, "params/experiments/k.yaml", yaml.safe_dump(exp),
+    work = layout.prepare_project(str(tmp_path / "work"), code, "params/experiments/k.yaml", yaml.safe_dump(exp),
                                  {"outputs/data/demo": "someone/vadbench-demo-data/demo"}, "abc123", input_root=inputs)
     assert Path.cwd() == work and (work / "outputs/data/demo").resolve() == (inputs / "vadbench-demo-data/demo").resolve()
     summary = session.run_shard("params/experiments/k.yaml", [["draem", "demo", "grass", 0]],

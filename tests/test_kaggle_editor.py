@@ -12,7 +12,7 @@ import pytest
 
 from vadbench import config, records
 from vadbench.cli import main as cli_main
-from vadbench.data import demo as demo_data
+from vadbench.data.demo import DemoSpec, build_demo_dataset
 from vadbench.launch import parameters
 from vadbench.launch.kaggle import rehearse
 
@@ -68,7 +68,7 @@ def test_editor_notebook_runs_in_a_kaggle_replica(at_root, tmp_path):
     lands in /kaggle/working with the config hash of the same run at home."""
     notebook = nbformat.read(generate(tmp_path / "k"), as_version=4)
     demo = tmp_path / "demo"
-    demo_data.build_demo_dataset(demo, demo_data.DemoSpec(categories=("brick",), n_train=10, n_test_good=4,
+    build_demo_dataset(demo, DemoSpec(categories=("brick",), n_train=10, n_test_good=4,
                                                           n_test_defect=4))
     base, working = tmp_path / "replica", tmp_path / "working"
     working.mkdir()

@@ -13,9 +13,9 @@ import yaml
 import replicas
 from vadbench import records
 from vadbench.config import expand_runs, load_experiment
-from vadbench.data.registry import MVTEC_AD_COUNTS, VISA_COUNTS
 from vadbench.launch.kaggle import push, rehearse
 from vadbench.launch.runner import run_experiment
+from vadbench.registry import MVTEC_AD_COUNTS, VISA_COUNTS
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "params/experiments/study_baseline.yaml"

@@ -222,11 +222,11 @@ def test_fetch_uses_anomalibs_downloader_and_links_the_folder(tmp_path, monkeypa
     monkeypatch.setattr(data_utils, "download_and_extract", fake_download)
     monkeypatch.setitem(inputs.EXPECTED_IMAGES, "dtd", 3)
     monkeypatch.chdir(tmp_path)
-    facts = inputs.fetch(["dtd:datasets/dtd/images"], tmp_path / "scratch")
+    facts = inputs.fetch_inputs(["dtd:datasets/dtd/images"], tmp_path / "scratch")
     assert calls == ["https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"]
     assert Path("datasets/dtd/images").resolve() == (tmp_path / "scratch/fetched/dtd/dtd/images").resolve()
     assert facts[0]["images"] == 3
-    inputs.fetch(["dtd:datasets/dtd/images"], tmp_path / "scratch")  # present: not fetched again
+    inputs.fetch_inputs(["dtd:datasets/dtd/images"], tmp_path / "scratch")  # present: not fetched again
     assert len(calls) == 1
 
 

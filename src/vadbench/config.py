@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vadbench.data import registry
+from vadbench import registry
 from vadbench.errors import ConfigError
 from vadbench.strict import build, load_yaml
 
@@ -44,7 +44,7 @@ class DraemParams:
 
 @dataclass(frozen=True)
 class DistillParams:
-    """How `teacher: distilled` builds its teacher (cached under outputs/cache/teachers; see vadbench.distill).
+    """How `teacher: distilled` builds its teacher (cached under outputs/cache/teachers; see vadbench.models.distill).
 
     backbone: `mobilenet_v2` (offline weights package), a torchvision architecture whose weights are in
     the torch hub cache (e.g. `wide_resnet101_2`, the paper's), or `<arch>:<weights.pth>`.

@@ -6,7 +6,6 @@ This is what notebooks/train_evaluate.ipynb calls; it returns a RunResult that `
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ from lightning.pytorch import seed_everything
 
 from vadbench import records, stats
 from vadbench.config import RunSpec
-from vadbench.data import cache, datamodules
-from vadbench.models import build as models
-from vadbench.run import figures, metrics, original, timing
+from vadbench.data import cache, datamodules, splits
+from vadbench.models import build
+from vadbench.run import figures, metrics, original, speed, timing
 from vadbench.run.environment import environment_info, resolve_device
 from vadbench.run.progress import Progress, TrainingProgress
 
@@ -175,7 +174,7 @@ VAL_NAMES = {"train": "held-out train images", "test": "the test set (anomalib's
              "test_half": "half of the test set (anomalib's from_test)"}
 
 
-def fit_thresholds(run: RunSpec, val: Scored) -> metrics.Thresholds:
+def thresholds_for(run: RunSpec, val: Scored) -> metrics.Thresholds:
     """Thresholds on the validation images as the run's protocol says; the method names what really happened."""
     where = VAL_NAMES[run.val_source]
     if run.evaluation.protocol == "study_replay":
@@ -201,7 +200,7 @@ def test_metrics(run: RunSpec, test: Scored, thresholds: metrics.Thresholds, dat
 def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     device = stage.device = resolve_device(run.device)
     seed_everything(run.seed, workers=True, verbose=False)
-    built = models.build_model(run.model, run.seed)
+    built = build.build_model(run.model, run.seed)
     datamodule = datamodules.build_datamodule(run, run.model.train.batch_size, pin_memory=device.type == "cuda")
     cache_facts = {}
     if run.evaluation.image_cache:
@@ -218,15 +217,15 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     if built.model_class == "EfficientAd":
         fit_map_normalisation(module, datamodule.val_dataloader(), device)
     val = score_loader(module, datamodule.val_dataloader(), device)
-    thresholds = fit_thresholds(run, val)
+    thresholds = thresholds_for(run, val)
     with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
         test = score_loader(module, datamodule.test_dataloader(), device, what="test images")
     result_metrics = test_metrics(run, test, thresholds, datamodule.test_data)
     stage("timing")
     shape = (3, run.model.image_size, run.model.image_size)
-    model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
+    model_times = timing.latency_figures(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
                                     warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
-    size_figures, speed = speed_section(run, module.model, shape, device)
+    size_figures, speed_rows = speed_section(run, module.model, shape, device)
     stage("done")
     pipeline = timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size)
     record = {
@@ -239,7 +238,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
                    "harness_ms_per_image": timing.harness_ms_per_image(test_clock.seconds, test.model_seconds,
                                                                        len(test.labels)),
                    **size_figures, **timing.peak_memory(device), **stage.memory},
-        "speed": speed,
+        "speed": speed_rows,
         "split": split_facts(run, datamodule),
         "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
                      "steps_run": int(engine.trainer.global_step), "epochs_run": int(engine.trainer.current_epoch),
@@ -253,40 +252,18 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
 
 def speed_section(run: RunSpec, model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device
                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Parameter count and FLOPs (always), and the GPU-grade speed rows when run.speed asks for them."""
-    figures = {"model_params": timing.parameter_count(model), "model_flops_per_image": _flops(model, shape, device)}
-    spec = run.speed
-    if spec.enabled == "never" or (spec.enabled == "auto" and device.type != "cuda"):
-        return figures, []
-    if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    rows = timing.speed_rows(model, shape, device, batch_sizes=spec.batch_sizes, precisions=spec.precisions,
-                             warmup=spec.warmup, iterations=spec.iterations, channels_last=spec.channels_last)
-    if spec.paper_protocol:
-        for precision in spec.precisions:
-            rows.append(timing.host_to_host_latency(lambda x: _anomaly_map(model, x), shape, device,
-                                                    precision=precision, warmup=spec.warmup,
-                                                    iterations=spec.iterations))
-    return figures, [dataclasses.asdict(r) for r in rows]
+    """Parameter count and FLOPs (always), and the speed protocol's rows when run.speed asks for them."""
+    size = speed.size_figures(model, shape, device)
+    if run.speed.enabled == "never" or (run.speed.enabled == "auto" and device.type != "cuda"):
+        return size, []
+    return size, speed.protocol_rows(model, shape, device, run.speed)
 
 
-def _anomaly_map(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The anomaly map of an anomalib torch model's inference output."""
-    return model(x).anomaly_map
-
-
-def _flops(model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device) -> int | None:
-    """FLOPs per image, or None (logged) when torch's counter cannot trace the model."""
-    try:
-        return timing.flops_per_image(model, shape, device)
-    except Exception as exc:  # the counter is a dispatch-level trace; a failure must not lose the run
-        log.warning("FLOP count failed: %s: %s", type(exc).__name__, exc)
-        return None
 def split_facts(run: RunSpec, datamodule: Any) -> dict[str, Any]:
     """Where thresholds were fitted, the split and undersampling settings and the resulting image counts."""
     held_out = run.val_source == "train"
     return {"val_source": run.val_source, "val_ratio": run.evaluation.val_ratio if held_out else None,
-            "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **datamodules.split_counts(datamodule)}
+            "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **splits.split_counts(datamodule)}
 
 
 def scores_table(test: Scored, image_threshold: float) -> pd.DataFrame:

@@ -37,8 +37,8 @@ from vadbench.launch.kaggle.kernel import layout, session
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
 session.banner(require_gpu)
-root = layout.prepare(work_dir, code_dir, experiment_path, experiment_yaml, mounts, git_commit, Path(input_root),
-                      scratch_dir, fetch, teacher_weights, output_dir)
+root = layout.prepare_project(work_dir, code_dir, experiment_path, experiment_yaml, mounts, git_commit, Path(input_root),
+                              scratch_dir, fetch, teacher_weights, output_dir)
 os.environ[paths.ROOT_ENV] = str(root)  # the project root: relative paths in the params resolve here
 root"""
 

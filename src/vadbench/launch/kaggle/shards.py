@@ -107,7 +107,7 @@ def _paths_read(runs: list[RunSpec]) -> list[tuple[str, str]]:
             found.setdefault(params.imagenet_dir, "imagenette")
             if params.teacher == "anomalib":
                 found.setdefault(params.model_size, "teacher")
-            elif params.teacher == "distilled":  # built in the kernel from these images (vadbench.distill)
+            elif params.teacher == "distilled":  # built in the kernel from these images (vadbench.models.distill)
                 found.setdefault((params.distill or DistillParams()).images, "images")
             elif params.teacher != "random":
                 found.setdefault(params.teacher, "file")
@@ -180,8 +180,8 @@ def training_steps(runs: list[RunSpec], val_ratio: float) -> int | None:
     """
     import math
 
-    from vadbench.data.datamodules import _split_sizes, undersampled_count
-    from vadbench.data.registry import MVTEC_AD_COUNTS, VISA_COUNTS
+    from vadbench.data.splits import split_sizes, undersampled_count
+    from vadbench.registry import MVTEC_AD_COUNTS, VISA_COUNTS
 
     published = {"mvtec_ad": MVTEC_AD_COUNTS, "visa": VISA_COUNTS}
     total = 0
@@ -189,7 +189,7 @@ def training_steps(runs: list[RunSpec], val_ratio: float) -> int | None:
         counts = published.get(run.dataset.kind, {}).get(run.category)
         if counts is None:
             return None
-        images = undersampled_count(_split_sizes(counts[0], val_ratio)[0], run.dataset.train_ratio)
+        images = undersampled_count(split_sizes(counts[0], val_ratio)[0], run.dataset.train_ratio)
         budget = run.model.train
         by_epochs = budget.max_epochs * math.ceil(images / budget.batch_size) if budget.max_epochs > 0 else None
         total += min(s for s in (by_epochs, budget.max_steps if budget.max_steps > 0 else None) if s is not None)

@@ -38,7 +38,7 @@ def teacher_dir() -> Path:
     return get_pretrained_weights_dir() / "efficientad_pretrained_weights"
 
 
-def fetch(items: list[str], scratch: Path) -> list[dict[str, Any]]:
+def fetch_inputs(items: list[str], scratch: Path) -> list[dict[str, Any]]:
     """Fetch each `kind:path` not present yet with anomalib's downloader, verify it, and describe it."""
     from anomalib.data.utils import download_and_extract
 

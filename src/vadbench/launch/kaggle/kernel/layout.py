@@ -1,6 +1,6 @@
 """A Kaggle kernel's project directory: relative paths as in the params file, attached datasets linked in.
 
-`prepare` lays out a project directory whose relative paths are those of the params file (the experiment
+`prepare_project` lays out a project directory whose relative paths are those of the params file (the experiment
 file, notebooks/train_evaluate.ipynb, a link per mount into /kaggle/input), so the runs' configs and
 config hashes are those of the same runs on your machine; raw VisA from a read-only input gets a
 writable scratch root (outside /kaggle/working) where anomalib's 1cls conversion writes, once per
@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from vadbench import records
-from vadbench.data.checks import VISA_CONVERTED, VISA_SPLIT_CSV
+from vadbench.data.visa import VISA_CONVERTED, VISA_SPLIT_CSV
 from vadbench.errors import KaggleSetupError
 from vadbench.launch.execute import NOTEBOOK
 from vadbench.launch.kaggle.kernel import inputs
@@ -64,10 +64,10 @@ def writable_visa(source: Path, scratch: Path) -> Path:
     return scratch
 
 
-def prepare(work_dir: str, code_dir: Path, experiment_path: str, experiment_yaml: str, mounts: dict[str, str],
-            git_commit: str, input_root: Path = KAGGLE_INPUT, scratch_dir: str = "/tmp/vadbench-scratch",
-            fetch: list[str] | None = None, teacher_weights: str = "", output_dir: str = "/kaggle/working/runs"
-            ) -> Path:
+def prepare_project(work_dir: str, code_dir: Path, experiment_path: str, experiment_yaml: str,
+                    mounts: dict[str, str], git_commit: str, input_root: Path = KAGGLE_INPUT,
+                    scratch_dir: str = "/tmp/vadbench-scratch", fetch: list[str] | None = None, teacher_weights: str = "",
+                    output_dir: str = "/kaggle/working/runs") -> Path:
     """Build the project directory, chdir into it, set the env papermill kernels inherit, fetch what is allowed."""
     root, scratch = Path(work_dir), Path(scratch_dir)
     (root / experiment_path).parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def prepare(work_dir: str, code_dir: Path, experiment_path: str, experiment_yaml
         _link(inputs.teacher_dir(), _source_of(teacher_weights, input_root))
         facts += [inputs.verify_teacher(p, f"mounted {teacher_weights}")
                   for p in sorted(inputs.teacher_dir().glob("pretrained_teacher_*.pth"))]
-    facts += inputs.fetch(fetch or [], scratch)
+    facts += inputs.fetch_inputs(fetch or [], scratch)
     if facts:
         Path(output_dir).parent.mkdir(parents=True, exist_ok=True)
         records.write_json_atomic(Path(output_dir).parent / "fetched_inputs.json", {"inputs": facts})
