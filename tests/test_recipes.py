@@ -2,7 +2,8 @@
 against a hand computation, the official choices and the provenance line in records, the dry run's schedules.
 
 One tiny training pass per model (demo crops, CPU): DRÆM with every official choice for 10 epochs of one batch,
-EfficientAD for 10 steps with the paper's per-step drop and with anomalib's per-epoch one.
+EfficientAD for 10 steps with the paper's per-step drop and with anomalib's per-epoch one, and for 2 epochs with
+the paper's drop placed by the steps those epochs hold.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ EXPERIMENT = {
          "params": {"teacher": "random", "imagenet_dir": "data/penalty", "lr_schedule": "paper"}},
         {"name": "efficientad_anomalib", "kind": "efficientad", "image_size": 256,
          "train": {"max_steps": 10, "batch_size": 1}, "params": {"teacher": "random", "imagenet_dir": "data/penalty"}},
+        {"name": "efficientad_epochs", "kind": "efficientad", "image_size": 256, "train": {"max_epochs": 2, "batch_size": 1},
+         "params": {"teacher": "random", "imagenet_dir": "data/penalty", "lr_schedule": "paper"}},
     ],
     "evaluation": {"val_ratio": 0.25, "eval_batch_size": 4, "timing_warmup": 1, "timing_iterations": 2,
                    "figure_images": 2},
@@ -85,6 +88,13 @@ def test_efficientad_paper_schedule_drops_at_95_percent_of_the_steps(finished):
     assert (first, lr0) == (0, pytest.approx(1e-4)) and (drop, lr1) == (9, pytest.approx(1e-5))  # int(0.95 * 10)
     assert len(rates(record)) == 2  # the drop is the last step: nothing after it
     assert record["training"]["lr_schedule"].startswith("paper: Adam lr 0.0001, weight decay 1e-05, x0.1 from step 9 of 10")
+
+
+def test_efficientad_paper_schedule_counts_the_steps_of_the_epochs_when_only_epochs_are_given(finished):
+    record = finished["efficientad_epochs"][0]  # 2 epochs of 3 images: 6 steps, the drop at int(0.95 * 6) = 5
+    assert record["training"]["steps_run"] == 6
+    assert rates(record) == [(0, 0, pytest.approx(1e-4)), (5, 1, pytest.approx(1e-5))]
+    assert "x0.1 from 95 % of the run's steps (epochs x batches per epoch" in record["training"]["lr_schedule"]
 
 
 def test_efficientad_anomalib_schedule_never_drops(finished):

@@ -21,8 +21,7 @@ from anomalib.models.components import AnomalibModule
 from vadbench.config import AnomalibParams, DraemParams, EfficientAdParams, ModelSpec, PadimParams, PatchcoreParams
 from vadbench.data.images import images_below
 from vadbench.errors import ConfigError, InputMissingError
-from vadbench.models import backbones, provenance, schedules, teacher, zoo
-from vadbench.models.draem import ChoicesDraem
+from vadbench.models import backbones, draem, provenance, schedules, teacher, zoo
 
 log = logging.getLogger(__name__)
 
@@ -97,31 +96,17 @@ def _build_draem(params: DraemParams, size: tuple[int, int], common: dict) -> Bu
     where the params ask for them (vadbench.models.draem)."""
     with tempfile.TemporaryDirectory() as empty:
         # An existing empty folder stops anomalib from downloading DTD; the augmenter is set below.
-        module = ChoicesDraem(params, dtd_dir=empty, enable_sspcab=params.enable_sspcab,
-                              sspcab_lambda=params.sspcab_lambda, beta=params.beta,
-                              pre_processor=Draem.configure_pre_processor(image_size=size), **common)
+        module = draem.ChoicesDraem(params, dtd_dir=empty, enable_sspcab=params.enable_sspcab,
+                                    sspcab_lambda=params.sspcab_lambda, beta=params.beta,
+                                    pre_processor=Draem.configure_pre_processor(image_size=size), **common)
     if params.anomaly_source == "perlin":
         source = "perlin-only"
         module.augmenter = PerlinAnomalyGenerator(anomaly_source_path=None, blend_factor=params.beta)
     else:
         module.augmenter = draem_source(Path(params.anomaly_source), params.beta)
         source = f"dir:{params.anomaly_source} ({len(module.augmenter.anomaly_source_paths)} images)"
-    return BuiltModel(module, "Draem", {"anomaly_source": source, **draem_choices(params),
+    return BuiltModel(module, "Draem", {"anomaly_source": source, **draem.record_facts(params),
                                         "provenance": provenance.anomaly_source(source)})
-
-
-def draem_choices(params: DraemParams) -> dict[str, str]:
-    """The record's statement of DRÆM's choices where anomalib and the official code differ."""
-    k, p = params.score_smoothing, params.rotation_probability
-    return {
-        "image_score": f"max of the {k}x{k} mean-filtered mask map" + (" (official test_DRAEM.py)" if k == 21 else "")
-        if k else "raw max of the mask map (anomalib)",
-        "normal_rotation": f"p {p:g}, uniform in [-{params.rotation_degrees:g}, {params.rotation_degrees:g}] degrees"
-        if p else "none (anomalib)",
-        "blend_opacity": f"[{params.beta[0]:g}, {params.beta[1]:g}]",
-        "weight_init": "official: conv N(0, 0.02), batch norm N(1, 0.02)" if params.weight_init == "official"
-        else "anomalib (PyTorch defaults)",
-    }
 
 
 def _build_efficientad(params: EfficientAdParams, size: tuple[int, int], common: dict, seed: int) -> BuiltModel:

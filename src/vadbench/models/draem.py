@@ -90,3 +90,16 @@ def smooth_image_scores(model: nn.Module, window: int) -> None:
         return output._replace(pred_score=smoothed_max(output.anomaly_map, window))
 
     model.register_forward_hook(rescore)
+
+
+def record_facts(choices: DraemParams) -> dict[str, str]:
+    """The record's statement of the choices where anomalib and the official code differ."""
+    k, p, degrees = choices.score_smoothing, choices.rotation_probability, choices.rotation_degrees
+    score = f"max of the {k}x{k} mean-filtered mask map" if k else "raw max of the mask map (anomalib)"
+    if k == 21:
+        score += " (official test_DRAEM.py)"
+    rotation = f"p {p:g}, uniform in [-{degrees:g}, {degrees:g}] degrees" if p else "none (anomalib)"
+    init = ("official: conv N(0, 0.02), batch norm N(1, 0.02)" if choices.weight_init == "official" else
+            "anomalib (PyTorch defaults)")
+    return {"image_score": score, "normal_rotation": rotation,
+            "blend_opacity": f"[{choices.beta[0]:g}, {choices.beta[1]:g}]", "weight_init": init}
