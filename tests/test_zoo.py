@@ -163,10 +163,12 @@ def test_refused_models_say_why(class_name, needle):
     assert needle in str(err.value) and "Runnable offline: Cfa, Cflow, Csflow, Dfm" in str(err.value)
 
 
-def test_pretrained_true_is_refused_instead_of_downloading():
-    with pytest.raises(ConfigError, match="pre_trained: true would download Fastflow's weights from a hub; vadbench "
-                                          r"never downloads. Leave it out \(it runs with random weights\)"):
-        build.check_inputs(spec("Fastflow", {"pre_trained": True}))
+def test_pretrained_true_is_refused_where_the_local_backbone_is_used():
+    """Models given a local backbone module are pretrained already; timm-backbone models read pre_trained: true from the
+    Hugging Face cache (test_backbone_weights.py)."""
+    with pytest.raises(ConfigError, match="pre_trained: true would download Cflow's weights from a hub; vadbench "
+                                          r"never downloads. Leave it out \(the local backbone is pretrained\)"):
+        build.check_inputs(spec("Cflow", {"pre_trained": True}))
 
 
 def test_training_length_is_required_where_anomalib_sets_none():

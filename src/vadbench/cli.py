@@ -52,9 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-data", help="build the embedded offline demo dataset from scikit-image photos")
     demo.add_argument("--root", type=Path, default=DEMO_DATA_ROOT, help="where to build (default outputs/data)")
     _distill_parser(sub)
-    fetch = sub.add_parser("fetch-backbone", help="download a torchvision backbone's ImageNet weights into the "
-                           "torch hub cache (needs internet; then usable offline by name)")
-    fetch.add_argument("arch", help="torchvision architecture, e.g. wide_resnet101_2")
+    fetch = sub.add_parser("fetch-backbone", help="download a backbone's ImageNet weights (torchvision's into the torch "
+                           "hub cache, timm's into the Hugging Face cache; needs internet; then usable offline)")
+    fetch.add_argument("arch", help="architecture, e.g. wide_resnet101_2 (torchvision) or resnet18 (both)")
+    fetch.add_argument("--source", choices=["all", "torchvision", "timm"], default="all",
+                       help="whose weights: torchvision's (PatchCore, PaDiM, Cfa, ...), timm's (Fastflow, Patchflow, "
+                            "ReverseDistillation with pre_trained: true) or every one that has the name (default)")
     return parser
 
 
@@ -208,9 +211,12 @@ def _distill_teacher(args: argparse.Namespace) -> int:
 
 
 def _fetch_backbone(args: argparse.Namespace) -> int:
+    import json
+
     from vadbench.models.backbones import fetch
 
-    log.info("stored %s", fetch(args.arch))
+    for facts in fetch(args.arch, args.source):
+        sys.stdout.write(json.dumps(facts) + "\n")
     return 0
 
 

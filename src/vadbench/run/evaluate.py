@@ -23,7 +23,7 @@ from lightning.pytorch import seed_everything
 from vadbench import records, stats
 from vadbench.config import RunSpec
 from vadbench.data import cache, datamodules, splits
-from vadbench.models import build
+from vadbench.models import build, schedules
 from vadbench.run import figures, metrics, original, speed, timing
 from vadbench.run.environment import environment_info, resolve_device
 from vadbench.run.progress import Progress, TrainingProgress
@@ -61,8 +61,9 @@ class RunResult:
         return pd.DataFrame([row]).set_index("run").round(4)
 
 
-def make_engine(run: RunSpec, device: torch.device, work_dir: Path) -> Engine:
-    """anomalib Engine with the run's step budget, no validation loop, no checkpoint files, our progress display."""
+def make_engine(run: RunSpec, device: torch.device, work_dir: Path, *callbacks: Any) -> Engine:
+    """anomalib Engine with the run's step budget, no validation loop, no checkpoint files, our progress display
+    and any further callbacks (the learning-rate trace)."""
     return Engine(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -73,7 +74,8 @@ def make_engine(run: RunSpec, device: torch.device, work_dir: Path) -> Engine:
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False), TrainingProgress(run.label)],
+        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False), TrainingProgress(run.label),
+                   *callbacks],
         default_root_dir=work_dir,
     )
 
@@ -208,8 +210,9 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
         cache_facts = cache.warm(datamodule, built.module.pre_processor.transform)
     log.info("training %s", run.label)
     stage("training")
+    rates = schedules.LearningRates()
     with tempfile.TemporaryDirectory(prefix="vadbench-engine-") as work_dir:
-        engine = make_engine(run, device, Path(work_dir))
+        engine = make_engine(run, device, Path(work_dir), rates)
         with timing.Stopwatch(device) as fit_clock, out_of_memory_names("training", run.model.train.batch_size):
             engine.fit(built.module, datamodule=datamodule)
     stage("scoring")
@@ -242,7 +245,8 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
         "split": split_facts(run, datamodule),
         "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
                      "steps_run": int(engine.trainer.global_step), "epochs_run": int(engine.trainer.current_epoch),
-                     "train_batch_size": run.model.train.batch_size, **built.facts},
+                     "train_batch_size": run.model.train.batch_size, "lr_schedule": schedules.describe(run.model),
+                     "learning_rates": rates.trace, **built.facts},
         "environment": environment_info(device),
         "started_at": started, "finished_at": records.now(),
     }

@@ -82,10 +82,11 @@ def shard_inputs(runs: list[RunSpec], spec: KaggleSpec) -> ShardInputs:
             mounts[local] = spec.mounts[local]
         elif kind == "teacher" and spec.teacher_weights:
             teacher = spec.teacher_weights
-        elif kind in ("dtd", "imagenette", "teacher") and spec.enable_internet and spec.fetch_inputs:
+        elif kind in ("dtd", "imagenette", "teacher", "backbone") and spec.enable_internet and spec.fetch_inputs:
             fetch.append(f"{kind}:{path}")
         else:
-            fix = "mount it, or turn on enable_internet and fetch_inputs" if kind in ("dtd", "imagenette", "teacher") \
+            fix = "mount it, or turn on enable_internet and fetch_inputs" if kind in ("dtd", "imagenette", "teacher",
+                                                                                     "backbone") \
                 else "mount it"
             key = "teacher_weights: owner/dataset" if kind == "teacher" else f"mounts: {{{path}: owner/dataset-slug}}"
             raise KaggleSetupError(f"{path}: not on Kaggle; {fix} (`{key}` in the Kaggle params, "
@@ -116,6 +117,9 @@ def _paths_read(runs: list[RunSpec]) -> list[tuple[str, str]]:
 
             for path in input_paths(params).values():
                 found.setdefault(path, "file")
+        from vadbench.models.zoo import hub_weights  # hub weights, `source:arch`: fetched as fetch-backbone does
+
+        found.update({item: "backbone" for item in hub_weights(run.model)})
     return list(found.items())
 
 

@@ -45,6 +45,11 @@ def fetch_inputs(items: list[str], scratch: Path) -> list[dict[str, Any]]:
     facts = []
     for item in items:
         kind, _, path = item.partition(":")
+        if kind == "backbone":  # `source:arch`, by vadbench fetch-backbone's own code
+            from vadbench.models.backbones import fetch as fetch_backbone
+
+            facts += fetch_backbone(*reversed(path.split(":", 1)))
+            continue
         info = _download_info(kind)
         if kind == "teacher":
             target = teacher_dir() / f"pretrained_teacher_{path}.pth"
