@@ -11,7 +11,7 @@ from vadbench import config
 from vadbench.data.demo import build_penalty_images
 from vadbench.errors import InputMissingError
 from vadbench.models import distill
-from vadbench.models.teacher import cache_key, cached_teacher_path, resolve, settings_of
+from vadbench.models.teacher import cached_teacher_path, resolve, settings_of, teacher_key
 
 TINY = dict(backbone="mobilenet_v2", model_size="small", steps=30, batch_size=8, crop=64, image_size=256, lr=1e-3,
             seed=0)
@@ -92,13 +92,13 @@ def test_missing_distilled_teacher_names_the_command(photos, tmp_path, monkeypat
 
 def test_cache_key_follows_settings_and_images(photos, tmp_path):
     base = distill.DistillSettings(images=str(photos), **TINY)
-    assert cache_key(base) == cache_key(distill.DistillSettings(images=str(photos), **TINY))
-    assert cache_key(base) != cache_key(distill.DistillSettings(images=str(photos), **{**TINY, "steps": 41}))
+    assert teacher_key(base) == teacher_key(distill.DistillSettings(images=str(photos), **TINY))
+    assert teacher_key(base) != teacher_key(distill.DistillSettings(images=str(photos), **{**TINY, "steps": 41}))
     extra = tmp_path / "more"
     extra.mkdir()
     for f in distill.training_images(photos):
         (extra / f.name).write_bytes(f.read_bytes())
     more = distill.DistillSettings(images=str(extra), **TINY)
-    key = cache_key(more)
+    key = teacher_key(more)
     (extra / "new.png").write_bytes(distill.training_images(photos)[0].read_bytes())
-    assert cache_key(more) != key
+    assert teacher_key(more) != key

@@ -225,3 +225,28 @@ def test_the_parameters_check_finds_a_second_rewrite():
 ''')
     again = "def inject(nb, values):\n    return papermill.parameterize.parameterize_notebook(nb, values)\n"
     assert parameter_rewrites(by_hand) == ["shard_notebook"] and parameter_rewrites(again) == ["inject"]
+
+
+# ---- one meaning per name ---------------------------------------------------------------------------------------
+
+def public_names(sources: dict[str, str]) -> dict[str, list[str]]:
+    """Top-level public functions and classes defined in more than one module: name -> modules."""
+    homes: dict[str, list[str]] = {}
+    for module, source in sources.items():
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_"):
+                homes.setdefault(node.name, []).append(module)
+    return {name: sorted(where) for name, where in homes.items() if len(where) > 1}
+
+
+def test_each_public_name_means_one_thing():
+    """A grep for a function or class lands on one definition (check_category, time_model and speed_rows once
+    meant two things each)."""
+    assert public_names({name: path.read_text(encoding="utf-8") for name, path in MODULES.items()}) == {}
+
+
+def test_the_name_check_finds_a_clash():
+    found = public_names({"vadbench.run.timing": "def time_model(fn):\n    pass\n",
+                          "vadbench.run.speed": "def time_model(spec):\n    pass\ndef _private():\n    pass\n",
+                          "vadbench.report.speed": "def _private():\n    pass\n"})
+    assert found == {"time_model": ["vadbench.run.speed", "vadbench.run.timing"]}

@@ -70,7 +70,7 @@ def build_model(spec: ModelSpec, seed: int) -> BuiltModel:
     if isinstance(params, EfficientAdParams):
         return _build_efficientad(params, size, common, seed)
     if isinstance(params, AnomalibParams):
-        module, facts = zoo.build(spec, size, common, seed)
+        module, facts = zoo.build_zoo_model(spec, size, common, seed)
         return BuiltModel(module, params.class_name, facts)
     raise ConfigError(f"models[{spec.name}]: no builder for kind {spec.kind!r}")
 
@@ -152,9 +152,9 @@ def check_inputs(spec: ModelSpec) -> None:
         backbones.parse(params.backbone)
     elif isinstance(params, EfficientAdParams):
         _require_images(Path(params.imagenet_dir), "EfficientAD penalty images", _IMAGENET_FIX)
-        teacher.check(params)
+        teacher.check_teacher(params)
     elif isinstance(params, AnomalibParams):
-        zoo.check(spec)
+        zoo.check_model(spec)
 
 
 def prepare_inputs(spec: ModelSpec) -> None:

@@ -141,7 +141,7 @@ def check_args(name: str, params: AnomalibParams) -> None:
                           "weights from a hub; vadbench never downloads. Leave it out (the local backbone is pretrained)")
 
 
-def check(spec: ModelSpec) -> None:
+def check_model(spec: ModelSpec) -> None:
     """Before training: class, init_args, training budget and weight files; ConfigError / InputMissingError."""
     params = spec.settings
     check_args(spec.name, params)
@@ -156,7 +156,7 @@ def check(spec: ModelSpec) -> None:
 
         backbones.parse(params.init_args.get("backbone", "mobilenet_v2"))
     elif found.weights == "hub":
-        hub_file(params)
+        required_hub_file(params)
     elif found.weights == "random" and params.init_args.get("pre_trained") is True:
         from vadbench.models import backbones
 
@@ -198,7 +198,7 @@ def _require_folder(class_name: str, path: str) -> None:
                                 "Create it, or leave the argument out")
 
 
-def hub_file(params: AnomalibParams) -> str:
+def required_hub_file(params: AnomalibParams) -> str:
     """The torchvision weights file a `hub` model loads, which must be in the torch hub cache already."""
     from vadbench.models import backbones
 
@@ -230,11 +230,12 @@ def _version() -> str:
 
 # ---- build ---------------------------------------------------------------------------------------
 
-def build(spec: ModelSpec, size: tuple[int, int], common: dict[str, Any], seed: int) -> tuple[Any, dict[str, Any]]:
+def build_zoo_model(spec: ModelSpec, size: tuple[int, int], common: dict[str, Any], seed: int
+                    ) -> tuple[Any, dict[str, Any]]:
     """The anomalib module of a `kind: anomalib` model and the facts the record states about its weights."""
     from vadbench.models import backbones
 
-    check(spec)
+    check_model(spec)
     params = spec.settings
     found, cls = CATALOG[params.class_name], model_class(params.class_name)
     args, facts = dict(params.init_args), ({"input_paths": input_paths(params)} if input_paths(params) else {})
@@ -250,7 +251,7 @@ def build(spec: ModelSpec, size: tuple[int, int], common: dict[str, Any], seed: 
         facts["backbone"] = f"random {arch} (pre_trained: false, seed {seed}) - not the paper's pretrained backbone"
         log.warning("%s runs with a RANDOM backbone (not the paper's pretrained one)", params.class_name)
     elif found.weights == "hub":
-        facts["backbone"] = f"pretrained:{hub_file(params)}"
+        facts["backbone"] = f"pretrained:{required_hub_file(params)}"
     facts.setdefault("provenance", _provenance(params, found, facts))
     if params.class_name == "Glass":
         args.setdefault("input_shape", size)
