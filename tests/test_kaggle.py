@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from kaggle_fake import FakeKaggle
+from kaggle_fake import FakeKaggle, owned_params
 from vadbench import records
 from vadbench.cli import main as cli_main
 from vadbench.errors import ConfigError, KaggleSetupError
@@ -157,18 +157,22 @@ def fake_kernel_output(root: Path, exp: str, category: str, auroc: float) -> Pat
 
 
 def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
-    fake = FakeKaggle()
-    shards = push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
+    kparams, mounted = owned_params(KPARAMS, "k.yaml")
+    fake = FakeKaggle(existing=mounted, gpu_sessions=4)
+    shards = push.push(DEMO, "outputs/kaggle", kparams, api=fake, poll_s=0)
     assert [p[0] for p in fake.pushed] == [s.kernel_id for s in shards]
     assert all(p[1] == "NvidiaTeslaT4" and p[2] == 43200 for p in fake.pushed)
-    assert fake.datasets == {"tester/vadbench-code": 1}
+    assert all(p[3]["docker_image_pinning_type"] == "original" for p in fake.pushed)  # one image for every session
+    assert fake.datasets["tester/vadbench-code"] == 1
     assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/1" for p in fake.pushed)  # pinned, ready
-    push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
-    assert fake.datasets == {"tester/vadbench-code": 2}  # second push versions the code dataset
-    assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/2" for p in fake.pushed[4:])
+    sessions = [e["sessions"] for e in json.loads((project / "outputs/kaggle/demo/shards.json").read_text())["shards"]]
+    assert [s[0]["code_version"] for s in sessions] == [1] * 4 and {s[0]["image_pin"] for s in sessions} == {"original"}
+    assert push.push(DEMO, "outputs/kaggle", kparams, api=fake, poll_s=0) == []  # all pushed: nothing again
+    assert len(fake.pushed) == 4 and fake.datasets["tester/vadbench-code"] == 1  # and the same wheel is not re-sent
 
     draem = shards[0].kernel_id
     fake.outputs[draem] = fake_kernel_output(tmp_path / "k1", "demo", "brick", 0.9)
+    fake.states[draem] = "complete"
     others = [s.kernel_id for s in shards[1:]]  # EfficientAD, PatchCore, PaDiM still running
     for kernel in others:
         fake.states[kernel] = "running"
@@ -194,8 +198,9 @@ def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
 
 
 def test_credentials_never_written(project, tmp_path):
-    fake = FakeKaggle()
-    push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
+    kparams, mounted = owned_params(KPARAMS, "k.yaml")
+    fake = FakeKaggle(existing=mounted)
+    push.push(DEMO, "outputs/kaggle", kparams, api=fake, poll_s=0)
     push.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
     fake.outputs = {s[0]: fake_kernel_output(tmp_path / s[0].split("/")[1], "demo", s[0][-4:], 0.5) for s in fake.pushed[:1]}
     pull.pull("outputs/kaggle", "outputs/runs", api=fake)
@@ -268,3 +273,98 @@ def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypat
     record = records.read_record(tmp_path / "working/runs/k/draem/demo/grass/seed0")
     assert record["data_seen"] == str((inputs / "vadbench-demo-data/demo").resolve())
     assert record["config"]["dataset"]["root"] == "outputs/data/demo"  # same config (and hash) as a local run
+
+
+TIMED_STAND_IN = '''
+import time
+from vadbench import config, records
+began = time.time()
+time.sleep(3)
+run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)
+records.write_record(records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed),
+                     {"status": "ok", "error": None, "experiment": run.experiment, "model": run.model.name,
+                      "dataset": run.dataset.name, "category": run.category, "seed": run.seed,
+                      "config_hash": run.config_hash, "config": run.config(), "began": began, "ended": time.time()})
+'''
+
+
+def test_two_workers_keep_the_deadline(tmp_path, monkeypatch):
+    """workers: 2 runs two runs at once and still asks the deadline before each: with 10 s, the first two start
+    together; each takes over 3 s, so the third (its steps x the measured time per step) would end too late."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    real = nbformat.read(ROOT / "notebooks/train_evaluate.ipynb", as_version=4)
+    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
+    stand_in = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(TIMED_STAND_IN)])
+    stand_in.metadata = real.metadata
+    nbformat.write(stand_in, notebooks / execute.NOTEBOOK)
+    for category in ("brick", "grass", "gravel"):
+        for split in ("train/good", "test/good"):
+            (tmp_path / "data" / category / split).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8)).save(tmp_path / "data" / category / f"train/good/x{i}.png")
+    exp = {"name": "w", "device": "cpu", "datasets": [{"name": "demo", "kind": "demo", "root": "data",
+                                                       "categories": ["brick", "grass", "gravel"]}],
+           "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 2, "batch_size": 2},
+                       "params": {"anomaly_source": "perlin"}}]}
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(exp))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(notebooks))
+    runs = [["draem", "demo", c, 0] for c in ("brick", "grass", "gravel")]
+    from vadbench.config import load_experiment
+    from vadbench.launch import runner
+
+    runner.preflight(load_experiment("w.yaml"))  # the checks' imports (torch, anomalib) before the clock starts
+    summary = session.run_shard("w.yaml", runs, str(tmp_path / "working/runs"), workers=2, deadline_s=10.0)
+    state = json.loads((tmp_path / "working" / records.SHARD_STATUS_FILE).read_text())
+    assert sorted(state["finished"]) == ["draem demo/brick seed0", "draem demo/grass seed0"]
+    assert state["deferred"] == ["draem demo/gravel seed0"] and state["failed"] == []
+    assert state["seconds_per_step"] > 1.5  # over 3 s for 2 steps
+    done = [records.read_record(tmp_path / f"working/runs/w/draem/demo/{c}/seed0") for c in ("brick", "grass")]
+    assert max(r["began"] for r in done) < min(r["ended"] for r in done)  # the two ran at the same time
+    assert list(summary["status"]) == ["ok", "ok", "deferred"]
+
+
+def test_a_dataset_root_outside_the_project_is_linked_where_the_params_name_it(tmp_path, monkeypatch):
+    """An absolute root (`root: /data/mvtec_ad` in the params) is mounted at that path; a folder already there is used
+    only when it holds the mounted dataset's files (a replica on the machine with the data), else an error."""
+    inputs = tmp_path / "input"
+    source = inputs / "mvtec-ad"
+    (source / "bottle/train/good").mkdir(parents=True)
+    (source / "bottle/train/good/000.png").write_bytes(b"png")
+    code = inputs / "vadbench-code"
+    code.mkdir()
+    shutil.copy2(ROOT / "notebooks" / execute.NOTEBOOK, code / execute.NOTEBOOK)
+    monkeypatch.chdir(tmp_path)
+    for var in ("VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    outside = tmp_path / "elsewhere/data/mvtec_ad"  # not in the project
+    exp = {"name": "a", "datasets": [{"name": "mvtec_ad", "kind": "mvtec_ad", "root": str(outside),
+                                      "categories": ["bottle"]}]}
+
+    def prepare(work: str) -> Path:
+        return layout.prepare_project(str(tmp_path / work), code, "params/experiments/a.yaml", yaml.safe_dump(exp),
+                                      {str(outside): "someone/mvtec-ad"}, "abc", input_root=inputs)
+
+    prepare("w1")
+    assert outside.is_symlink() and outside.resolve() == source.resolve()
+    outside.unlink()
+    shutil.copytree(source, outside)  # the same files already there: used as they are
+    prepare("w2")
+    assert not outside.is_symlink()
+    (outside / "bottle/train/good/000.png").write_bytes(b"another image")
+    with pytest.raises(KaggleSetupError, match="exists in this kernel and is not the mounted dataset"):
+        prepare("w3")
+    assert (outside / "bottle/train/good/000.png").read_bytes() == b"another image"  # never touched
+    shards_spec = {"mounts": {str(outside): "tester/mvtec-ad"}}
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump(shards_spec))
+    monkeypatch.chdir(tmp_path)
+    from vadbench.config import expand_runs, load_experiment
+    from vadbench.launch.kaggle.shards import shard_inputs
+    from vadbench.launch.kaggle.spec import load_kaggle_spec
+
+    exp["models"] = [{"name": "padim", "kind": "padim", "image_size": 64, "train": {"max_epochs": 1, "batch_size": 2},
+                      "params": {"backbone": "resnet18"}}]
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(exp))
+    got = shard_inputs(expand_runs(load_experiment("a.yaml")), load_kaggle_spec("k.yaml"))
+    assert got.mounts == {str(outside): "tester/mvtec-ad"}  # an absolute root is a valid mount key
