@@ -3,6 +3,7 @@ before any upload, deferred runs pushed again, Ctrl-C then drive again, the week
 pushed in `status` and `pull`. The fake's sessions write records as a kernel does (no notebook runs)."""
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from pathlib import Path
@@ -198,3 +199,55 @@ def test_one_drive_or_push_of_an_experiment_at_a_time(project):
     with manifest.driving(Path("outputs/kaggle/demo")):
         with pytest.raises(KaggleSetupError, match="another `vadbench kaggle push` or `drive` of demo is running"):
             run_drive(FakeKaggle(existing=mounted), kparams)
+
+
+def test_upload_data_checks_zips_waits_and_its_mounts_line_is_what_drive_uses(project, tmp_path):
+    """A replica of MVTec AD outside the project (an absolute root): checked, uploaded with dir_mode zip (its
+    category folder would be skipped otherwise), waited for; the printed entry mounts it in a drive."""
+    import yaml
+
+    import replicas
+    from vadbench.errors import DatasetError
+    from vadbench.launch.kaggle import upload
+    from vadbench.launch.kaggle.api import KaggleApiError
+    from vadbench.registry import MVTEC_AD_COUNTS
+
+    root = replicas.build_mvtec_like(tmp_path / "elsewhere/mvtec_ad", {"bottle": MVTEC_AD_COUNTS["bottle"]})
+    (root / "license.txt").write_text("CC BY-NC-SA 4.0")
+    fake = FakeKaggle(session=finishing_sessions())
+    with pytest.raises(DatasetError, match="bottle"):  # a broken dataset is never uploaded
+        upload.upload_data("mvtec_ad", root, "mvtec-ad-replica", KPARAMS, categories=["bottle", "cable"], api=fake,
+                           poll_s=0)
+    assert fake.uploads == []
+    entry = upload.upload_data("mvtec_ad", root, "mvtec-ad-replica", KPARAMS, categories=["bottle"], api=fake,
+                               poll_s=0)
+    assert entry == f"{root}: tester/mvtec-ad-replica"
+    assert fake.uploads == [("tester/mvtec-ad-replica", "zip", ["bottle", "license.txt"])]
+    staged = Path("outputs/kaggle/uploads/mvtec-ad-replica")
+    assert json.loads((staged / "dataset-metadata.json").read_text())["licenses"] == [{"name": "other"}]
+    assert (staged / "bottle").resolve() == root / "bottle" and not (root / "dataset-metadata.json").exists()
+    fake.fail_next.add("tester/mvtec-ad-replica")
+    with pytest.raises(KaggleApiError, match="the new version is failed"):  # at once, not after --wait-s
+        upload.upload_data("mvtec_ad", root, "mvtec-ad-replica", KPARAMS, categories=["bottle"], api=fake, poll_s=0)
+
+    exp = yaml.safe_load((ROOT / "params/experiments/demo.yaml").read_text())
+    exp.update(name="outside", datasets=[{"name": "mvtec_ad", "kind": "mvtec_ad", "root": str(root),
+                                          "categories": ["bottle"]}],
+               models=[m for m in exp["models"] if m["name"] == "padim"])
+    Path("outside.yaml").write_text(yaml.safe_dump(exp))
+    Path("k.yaml").write_text(f"mounts:\n  {entry}\n")  # the printed line, as the user pastes it
+    fake.dataset_state["tester/mvtec-ad-replica"] = ["ready"]
+    result = run_drive(fake, "k.yaml", params="outside.yaml")
+    assert result.exit_code == 0 and fake.pushed[0][3]["dataset_sources"][1:] == ["tester/mvtec-ad-replica"]
+    nb = nbformat.read(Path(manifest.load(Path("outputs/kaggle/outside"))["shards"][0]["folder"]) /
+                       fake.pushed[0][3]["code_file"], as_version=4)
+    assert parameters.values(nb)["mounts"] == {str(root): "tester/mvtec-ad-replica"}
+    assert finished_runs("outside.yaml") == ["padim mvtec_ad/bottle seed0"]
+
+
+def test_data_where_says_upload_data_and_never_a_kaggle_input_root():
+    from vadbench.registry import DATASET_KINDS, where_text
+
+    for kind in DATASET_KINDS:
+        text = where_text(kind)
+        assert "/kaggle/input" not in text and f"vadbench kaggle upload-data {kind} " in text

@@ -274,3 +274,20 @@ def test_banner_stops_when_a_gpu_was_asked_for_and_torch_sees_none(monkeypatch):
     assert facts["gpu"] == "none" and facts["commit"] == "abc" and facts["torch"] == torch.__version__
     with pytest.raises(KaggleSetupError, match="asked for a GPU but torch sees none"):
         session.banner(require_gpu=True)
+
+
+def test_the_docs_hours_table_is_the_commands_output():
+    """docs/kaggle-and-clusters.md includes `vadbench kaggle hours` verbatim (never typed by hand): the comment above
+    the table names the command."""
+    from vadbench.launch.kaggle.hours import hours_table
+    from vadbench.launch.kaggle.spec import load_kaggle_spec
+
+    lines = (ROOT / "docs/kaggle-and-clusters.md").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("<!-- vadbench kaggle hours "))
+    files = lines[at].removeprefix("<!-- vadbench kaggle hours ").removesuffix(" -->").split()
+    table = lines[at + 1:at + 1 + next(i for i, line in enumerate(lines[at + 1:]) if not line.startswith("|"))]
+    expected = hours_table([ROOT / f for f in files], load_kaggle_spec(ROOT / "params/kaggle/kaggle.yaml"),
+                           ["model", "dataset"])
+    assert "\n".join(table) == expected
+    baseline = next(line for line in table if line.startswith("| study_baseline | draem × mvtec_ad "))
+    assert "| 30 epochs, batch 32 | 2,910 |" in baseline  # 30 epochs x 97 batches of 32 over the 15 categories

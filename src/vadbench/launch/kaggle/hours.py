@@ -1,10 +1,11 @@
 """Hours on Kaggle: a shard's estimate (for the weekly GPU quota), the quota left, and the hours table of the docs.
 
-A shard's estimate is a session's setup plus each run's training steps (`vadbench.launch.steps`) x the
-seconds per step its model's kernels measured so far (`seconds_per_step` in the shard_status.json
-of a pulled shard of the same model) x 1.2; where that is unknown, `run_estimate_s` per run; else the
-shard may run until its deadline (`deadline_s`). `vadbench kaggle hours X.yaml` prints the table the
-docs include: each shard's runs, budget, training steps and the step time under which it fits the deadline.
+A shard's estimate is a session's setup plus its runs' time shared by its `workers`: each run's training
+steps (`vadbench.launch.steps`) x the seconds per step its model's kernels measured so far
+(`seconds_per_step` in the shard_status.json of a pulled shard of the same model) x 1.2; where that is
+unknown, `run_estimate_s` per run; else the shard may run until its deadline (`deadline_s`).
+`vadbench kaggle hours X.yaml` prints the table the docs include: each shard's runs, budget, training steps
+and the step time under which it fits the deadline with the params' workers.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def measured_rates(out_root: Path, experiment: str, entries: list[dict[str, Any]
 
 def shard_estimate_s(runs: list[RunSpec], spec: KaggleSpec, rates: dict[str, float], val_ratio: float) -> float:
     """Seconds a session of these runs should take (see the module's docstring), at most its deadline."""
-    total = SESSION_SETUP_S
+    total = 0.0
     for run in runs:
         steps, rate = run_steps(run, val_ratio), rates.get(run.model.name)
         if steps is not None and rate is not None:
@@ -52,7 +53,7 @@ def shard_estimate_s(runs: list[RunSpec], spec: KaggleSpec, rates: dict[str, flo
             total += spec.run_estimate_s
         else:
             return float(spec.deadline_s)
-    return min(total, float(spec.deadline_s))
+    return min(SESSION_SETUP_S + total / max(1, spec.workers), float(spec.deadline_s))  # workers share the runs
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,9 @@ def _current_hours(entry: dict[str, Any], now: float) -> float:
 
 def hours_table(params_files: list[Path | str], spec: KaggleSpec, shard_by: list[str]) -> str:
     """A Markdown table of each shard: runs, budget, training steps and the step time that fits the deadline."""
-    lines = [f"| experiment | shard | runs | budget per run | training steps | fits {spec.deadline_s / 3600:g} h if a "
-             "step takes under |", "|---|---|---|---|---|---|"]
+    workers = max(1, spec.workers)
+    lines = [f"| experiment | shard | runs | budget per run | training steps | fits {spec.deadline_s / 3600:g} h "
+             f"({workers} worker{'s' if workers > 1 else ''}) if a step takes under |", "|---|---|---|---|---|---|"]
     for params_file in params_files:
         exp = load_experiment(params_file)
         for runs in plan_shards(exp, shard_by, spec.kernel_prefix).values():
@@ -114,7 +116,7 @@ def hours_table(params_files: list[Path | str], spec: KaggleSpec, shard_by: list
             shard = " × ".join(sorted({f"{r.model.name}" for r in runs}) + sorted({r.dataset.name for r in runs}))
             lines.append(f"| {exp.name} | {shard} | {len(runs)} | {budget} | "
                          f"{'—' if steps is None else f'{steps:,}'} | "
-                         f"{'— (counts unpublished)' if steps is None else f'{spec.deadline_s / steps:.3g} s'} |")
+                         f"{'— (counts unpublished)' if steps is None else f'{spec.deadline_s * workers / steps:.3g} s'} |")
     return "\n".join(lines)
 
 
