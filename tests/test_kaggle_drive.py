@@ -85,6 +85,8 @@ def test_deferred_runs_go_out_again_and_a_session_without_progress_does_not(proj
     result = run_drive(fake, kparams)
     draem = [p for p in fake.pushed if "-draem-" in p[0]]
     assert len(draem) == 2  # 3 runs, then the one deferred at the deadline, in the same kernel
+    efficientad = next(p[0] for p in fake.pushed if "-efficientad-" in p[0])  # ended in the same poll as DRAEM's
+    assert fake.downloads.count(draem[0][0]) == 2 and fake.downloads.count(efficientad) == 1  # each session once
     second = nbformat.read(Path(manifest.load(Path("outputs/kaggle/demo"))["shards"][0]["folder"]) /
                            draem[1][3]["code_file"], as_version=4)
     assert parameters.values(second)["runs"] == [["draem", "demo", "gravel", 0]]

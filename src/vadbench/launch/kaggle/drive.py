@@ -108,11 +108,17 @@ class Driver:
         todo = self.entries(*manifest.TO_PUSH)
         if slots <= 0 or not todo:
             return False
-        batch = self.within_quota(todo[:slots])
-        if not batch:
+        try:
+            batch = self.within_quota(todo[:slots])
+            if not batch:
+                return False
+            version = push.ensure_code(self.api, self.man, self.exp_root, self.out_root, self.spec, DATASET_POLL_S,
+                                       self.sleep)
+        except KaggleUnavailable as exc:  # asked again after the next poll
+            for entry in todo:
+                manifest.set_state(entry, "written", f"waiting: {exc}", self.clock())
+            self.save()
             return False
-        version = push.ensure_code(self.api, self.man, self.exp_root, self.out_root, self.spec, DATASET_POLL_S,
-                                   self.sleep)
         pushed, stopped = push.push_shards(self.api, self.man, self.exp_root, batch, self.spec, version, limit=slots)
         if stopped:
             log.info("not pushed now: %s; tried again after the next poll", stopped)
@@ -149,14 +155,14 @@ class Driver:
             log.warning("status poll: %s; asking again later", exc)
             return False
         self.save()
-        for entry in self.entries(*manifest.ENDED):
-            if not entry.get("pulled") and entry["sessions"]:
-                try:
-                    self.collect(entry)
-                except KaggleUnavailable as exc:
-                    log.warning("pull of %s: %s; trying again later", entry["slug"], exc)
-                    return changed
-                changed = True
+        for slug in [e["slug"] for e in self.entries(*manifest.ENDED) if not e.get("pulled") and e["sessions"]]:
+            entry = next(e for e in self.man["shards"] if e["slug"] == slug)  # collect may re-read the manifest
+            try:
+                self.collect(entry)
+            except KaggleUnavailable as exc:
+                log.warning("pull of %s: %s; trying again later", slug, exc)
+                return changed
+            changed = True
         return changed
 
     def collect(self, entry: dict[str, Any]) -> None:
