@@ -141,6 +141,19 @@ def test_cli_dry_run(project, capsys):
     assert len(metas) == 4 and json.loads(metas[0].read_text())["machine_shape"] == "NvidiaL4"
 
 
+def test_cli_drive_refuses_the_shipped_placeholder_and_hours_prints_the_table(project, capsys):
+    assert cli_main(["kaggle", "drive", DEMO]) == 2  # the real boundary, never reached: refused by name first
+    err = capsys.readouterr().err
+    assert "nothing uploaded: mount outputs/data/demo -> your-kaggle-username/vadbench-demo-data/demo" in err
+    assert "kaggle upload-data" in err
+    states = {e["state"] for e in json.loads((project / "outputs/kaggle/demo/shards.json").read_text())["shards"]}
+    assert states == {"written"}
+    assert cli_main(["kaggle", "hours", DEMO]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| experiment | shard | runs |") and len(table) == 2 + 4
+    assert table[2] == "| demo | draem × demo | 3 | 8 steps, batch 4 | 24 | 3,450 s |"  # 41,400 s x 2 workers / 24
+
+
 def fake_kernel_output(root: Path, exp: str, category: str, auroc: float) -> Path:
     """A kernel's output folder as Kaggle returns it: runs/<exp>/<model>/<dataset>/<category>/seed0/..."""
     run_dir = records.run_dir(root / "runs", exp, "draem", "demo", category, 0)
@@ -217,7 +230,9 @@ def test_credentials_never_written(project, tmp_path):
 
 def test_importing_vadbench_kaggle_modules_does_not_import_kaggle():
     modules = ("vadbench.launch.kaggle.push, vadbench.launch.kaggle.pull, vadbench.launch.kaggle.api, "
-               "vadbench.launch.kaggle.kernel.session, vadbench.launch.kaggle.rehearse, vadbench.cli")
+               "vadbench.launch.kaggle.kernel.session, vadbench.launch.kaggle.rehearse, vadbench.cli, "
+               "vadbench.launch.kaggle.drive, vadbench.launch.kaggle.upload, vadbench.launch.kaggle.hours, "
+               "vadbench.launch.kaggle.manifest, vadbench.launch.kaggle.datasets")
     code = f"import sys, {modules}; print('kaggle' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "KAGGLE_KEY": DUMMY_KEY, "KAGGLE_USERNAME": "tester"})

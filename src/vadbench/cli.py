@@ -186,7 +186,9 @@ def _kaggle(args: argparse.Namespace) -> int:
     if args.kaggle_command == "status":
         pull.status(args.dir, args.experiment)
         return 0
-    return pull.pull(args.dir, args.runs, args.experiment).exit_code
+    if args.kaggle_command == "pull":
+        return pull.pull(args.dir, args.runs, args.experiment).exit_code
+    raise ValueError(f"kaggle command {args.kaggle_command!r} has a parser but no handler in cli._kaggle")
 
 
 def _kaggle_loop(args: argparse.Namespace) -> int:

@@ -116,8 +116,12 @@ def hours_table(params_files: list[Path | str], spec: KaggleSpec, shard_by: list
             shard = " × ".join(sorted({f"{r.model.name}" for r in runs}) + sorted({r.dataset.name for r in runs}))
             lines.append(f"| {exp.name} | {shard} | {len(runs)} | {budget} | "
                          f"{'—' if steps is None else f'{steps:,}'} | "
-                         f"{'— (counts unpublished)' if steps is None else f'{spec.deadline_s * workers / steps:.3g} s'} |")
+                         f"{'— (counts unpublished)' if steps is None else _seconds(spec.deadline_s * workers / steps)} |")
     return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.0f} s" if value >= 100 else f"{value:.3g} s"
 
 
 def runs_of(exp: Experiment, entry: dict[str, Any]) -> list[RunSpec]:
