@@ -186,7 +186,7 @@ class KaggleApiBoundary:
             response = self._client().kernels_status(kernel_id)
         except Exception as exc:
             if unknown_slug(exc):
-                return MISSING, f"Kaggle does not know {kernel_id} (never pushed, or deleted)"
+                return MISSING, f"Kaggle does not know {kernel_id} (never pushed, deleted, or another account's)"
             raise service_error(f"the status of {kernel_id}", exc) from exc
         response = check_response(response, f"the status of {kernel_id}")
         return state_name(getattr(response, "status", "unknown")), str(getattr(response, "failure_message", "") or "")

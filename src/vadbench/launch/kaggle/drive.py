@@ -95,8 +95,7 @@ class Driver:
             if changed:
                 self.show()
             wait = self.spec.poll_s if changed else min(2 * max(wait, 1.0), self.spec.poll_max_s)
-        self.show()
-        return self.finish()
+        return self.finish()  # the table was shown at the last change
 
     def waiting(self) -> bool:
         """Shards to push that the service turned away for now (session limit, unreachable), quota allowing."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vadbench import records
-from vadbench.config import RunSpec, load_experiment
+from vadbench.config import Experiment, RunSpec, load_experiment
 from vadbench.errors import KaggleSetupError
 from vadbench.launch.execute import NOTEBOOK
 from vadbench.launch.kaggle import datasets, manifest, rules
@@ -101,22 +101,12 @@ def write_shards(params_file: Path | str, out_root: Path, spec: KaggleSpec, shar
     exp_root = out_root / exp.name
     old = manifest.load(exp_root) or {}
     before = {e["slug"]: e for e in old.get("shards", [])}
-    planned = plan_shards(exp, shard_by, spec.kernel_prefix)
-    if pending_in is not None:
-        planned = {slug: [r for r in runs if not records.is_finished(
-            records.run_dir(pending_in, r.experiment, r.model.name, r.dataset.name, r.category, r.seed), r.config_hash)]
-            for slug, runs in planned.items()}
-        planned = {slug: runs for slug, runs in planned.items() if runs}
+    planned = _planned(exp, spec, shard_by, pending_in)
     inputs = {slug: shard_inputs(runs, spec) for slug, runs in planned.items()}  # every shard checked first
     cells = {slug: [[r.model.name, r.dataset.name, r.category, r.seed] for r in runs] for slug, runs in planned.items()}
     to_write = [slug for slug in planned if (only is None or slug in only)
                 and not manifest.keeps(before.get(slug), cells[slug], pending_in is not None)]
-    code = old.get("code")
-    if to_write:
-        wheel, sha, commit = build_code_folder(out_root / CODE_DIR, owner, spec)
-        same = code and code.get("wheel_sha256") == sha and code.get("dataset") == f"{owner}/{spec.code_dataset}"
-        code = {"dataset": f"{owner}/{spec.code_dataset}", "wheel": wheel.name, "wheel_sha256": sha, "commit": commit,
-                "version": code.get("version") if same else None}
+    code = _code_record(out_root, owner, spec, old.get("code")) if to_write else old.get("code")
     shards = [write_shard(exp_root, slug, planned[slug], params_file, spec, owner, inputs[slug], code, extra)
               for slug in to_write]
     written = {s.slug: manifest.new_entry(s.slug, s.kernel_id, list(s.runs), s.folder, before.get(s.slug))
@@ -135,6 +125,26 @@ def write_shards(params_file: Path | str, out_root: Path, spec: KaggleSpec, shar
     log.info("%d shard(s) of %s written under %s (%d runs); %d listed", len(shards), exp.name, exp_root,
              sum(len(s.runs) for s in shards), len(entries))
     return shards
+
+
+def _planned(exp: Experiment, spec: KaggleSpec, shard_by: list[str], pending_in: Path | None) -> dict[str, list[RunSpec]]:
+    """The shards' runs: all, or (pending_in) those without a finished record there; shards left empty dropped."""
+    planned = plan_shards(exp, shard_by, spec.kernel_prefix)
+    if pending_in is None:
+        return planned
+    planned = {slug: [r for r in runs if not records.is_finished(
+        records.run_dir(pending_in, r.experiment, r.model.name, r.dataset.name, r.category, r.seed), r.config_hash)]
+        for slug, runs in planned.items()}
+    return {slug: runs for slug, runs in planned.items() if runs}
+
+
+def _code_record(out_root: Path, owner: str, spec: KaggleSpec, old: dict[str, Any] | None) -> dict[str, Any]:
+    """Build the code folder; its manifest record, keeping the uploaded version when the wheel is the same."""
+    wheel, sha, commit = build_code_folder(out_root / CODE_DIR, owner, spec)
+    dataset = f"{owner}/{spec.code_dataset}"
+    same = bool(old) and old.get("wheel_sha256") == sha and old.get("dataset") == dataset
+    return {"dataset": dataset, "wheel": wheel.name, "wheel_sha256": sha, "commit": commit,
+            "version": old.get("version") if same and old else None}
 
 
 def push(params_file: Path | str, out_root: Path | str = "outputs/kaggle", kaggle_params: Path | str | None = None,
