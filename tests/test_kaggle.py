@@ -341,45 +341,55 @@ def test_two_workers_keep_the_deadline(tmp_path, monkeypatch):
 
 
 def test_a_dataset_root_outside_the_project_is_linked_where_the_params_name_it(tmp_path, monkeypatch):
-    """An absolute root (`root: /data/mvtec_ad` in the params) is mounted at that path; a folder already there is used
-    only when it holds the mounted dataset's files (a replica on the machine with the data), else an error."""
+    """An absolute root (`root: /data/...` in the params) is a mount key and is mounted at that path, and a run reads
+    it there; a folder already there is used only when it holds the mounted dataset's files (a replica on the machine
+    with the data), else an error."""
     inputs = tmp_path / "input"
-    source = inputs / "mvtec-ad"
-    (source / "bottle/train/good").mkdir(parents=True)
-    (source / "bottle/train/good/000.png").write_bytes(b"png")
+    source = inputs / "vadbench-demo-data/demo"
+    for category in ("brick", "grass"):
+        (source / category / "test/good").mkdir(parents=True)
+        (source / category / "train/good").mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8)).save(source / category / f"train/good/x{i or ''}.png")
     code = inputs / "vadbench-code"
     code.mkdir()
-    shutil.copy2(ROOT / "notebooks" / execute.NOTEBOOK, code / execute.NOTEBOOK)
+    real = nbformat.read(ROOT / "notebooks/train_evaluate.ipynb", as_version=4)
+    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
+    stand_in = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(STAND_IN)])
+    stand_in.metadata = real.metadata
+    nbformat.write(stand_in, code / execute.NOTEBOOK)
     monkeypatch.chdir(tmp_path)
     for var in ("VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT"):
         monkeypatch.setenv(var, os.environ.get(var, ""))
-    outside = tmp_path / "elsewhere/data/mvtec_ad"  # not in the project
-    exp = {"name": "a", "datasets": [{"name": "mvtec_ad", "kind": "mvtec_ad", "root": str(outside),
-                                      "categories": ["bottle"]}]}
-
-    def prepare(work: str) -> Path:
-        return layout.prepare_project(str(tmp_path / work), code, "params/experiments/a.yaml", yaml.safe_dump(exp),
-                                      {str(outside): "someone/mvtec-ad"}, "abc", input_root=inputs)
-
-    prepare("w1")
-    assert outside.is_symlink() and outside.resolve() == source.resolve()
-    outside.unlink()
-    shutil.copytree(source, outside)  # the same files already there: used as they are
-    prepare("w2")
-    assert not outside.is_symlink()
-    (outside / "bottle/train/good/000.png").write_bytes(b"another image")
-    with pytest.raises(KaggleSetupError, match="exists in this kernel and is not the mounted dataset"):
-        prepare("w3")
-    assert (outside / "bottle/train/good/000.png").read_bytes() == b"another image"  # never touched
-    shards_spec = {"mounts": {str(outside): "tester/mvtec-ad"}}
-    (tmp_path / "k.yaml").write_text(yaml.safe_dump(shards_spec))
-    monkeypatch.chdir(tmp_path)
+    outside = tmp_path / "elsewhere/data/demo"  # not in the project
+    exp = {"name": "a", "datasets": [{"name": "demo", "kind": "demo", "root": str(outside),
+                                      "categories": ["brick", "grass"]}],
+           "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 1, "batch_size": 2},
+                       "params": {"anomaly_source": "perlin"}}]}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(exp))
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump({"mounts": {str(outside): "tester/vadbench-demo-data/demo"}}))
     from vadbench.config import expand_runs, load_experiment
     from vadbench.launch.kaggle.shards import shard_inputs
     from vadbench.launch.kaggle.spec import load_kaggle_spec
 
-    exp["models"] = [{"name": "padim", "kind": "padim", "image_size": 64, "train": {"max_epochs": 1, "batch_size": 2},
-                      "params": {"backbone": "resnet18"}}]
-    (tmp_path / "a.yaml").write_text(yaml.safe_dump(exp))
     got = shard_inputs(expand_runs(load_experiment("a.yaml")), load_kaggle_spec("k.yaml"))
-    assert got.mounts == {str(outside): "tester/mvtec-ad"}  # an absolute root is a valid mount key
+    assert got.mounts == {str(outside): "tester/vadbench-demo-data/demo"}  # a valid mount key
+
+    def prepare(work: str) -> Path:
+        return layout.prepare_project(str(tmp_path / work), code, "params/experiments/a.yaml", yaml.safe_dump(exp),
+                                      got.mounts, "abc", input_root=inputs)
+
+    prepare("w1")
+    assert outside.is_symlink() and outside.resolve() == source.resolve()
+    session.run_shard("params/experiments/a.yaml", [["draem", "demo", "grass", 0]], str(tmp_path / "working/runs"))
+    record = records.read_record(tmp_path / "working/runs/a/draem/demo/grass/seed0")
+    assert record["status"] == "ok" and record["data_seen"] == str(source.resolve())
+    assert record["config"]["dataset"]["root"] == str(outside)  # the params' root: the config hash of a local run
+    outside.unlink()
+    shutil.copytree(source, outside)  # the same files already there: used as they are
+    prepare("w2")
+    assert not outside.is_symlink()
+    (outside / "brick/train/good/x.png").write_bytes(b"another image")
+    with pytest.raises(KaggleSetupError, match="exists in this kernel and is not the mounted dataset"):
+        prepare("w3")
+    assert (outside / "brick/train/good/x.png").read_bytes() == b"another image"  # never touched
