@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from kaggle_fake import FakeKaggle
+from kaggle_fake import FakeKaggle, owned_params
 from vadbench import records
 from vadbench.cli import main as cli_main
 from vadbench.errors import ConfigError, KaggleSetupError
@@ -141,6 +141,19 @@ def test_cli_dry_run(project, capsys):
     assert len(metas) == 4 and json.loads(metas[0].read_text())["machine_shape"] == "NvidiaL4"
 
 
+def test_cli_drive_refuses_the_shipped_placeholder_and_hours_prints_the_table(project, capsys):
+    assert cli_main(["kaggle", "drive", DEMO]) == 2  # the real boundary, never reached: refused by name first
+    err = capsys.readouterr().err
+    assert "nothing uploaded: mount outputs/data/demo -> your-kaggle-username/vadbench-demo-data/demo" in err
+    assert "kaggle upload-data" in err
+    states = {e["state"] for e in json.loads((project / "outputs/kaggle/demo/shards.json").read_text())["shards"]}
+    assert states == {"written"}
+    assert cli_main(["kaggle", "hours", DEMO]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| experiment | shard | runs |") and len(table) == 2 + 4
+    assert table[2] == "| demo | draem × demo | 3 | 8 steps, batch 4 | 24 | 3,450 s |"  # 41,400 s x 2 workers / 24
+
+
 def fake_kernel_output(root: Path, exp: str, category: str, auroc: float) -> Path:
     """A kernel's output folder as Kaggle returns it: runs/<exp>/<model>/<dataset>/<category>/seed0/..."""
     run_dir = records.run_dir(root / "runs", exp, "draem", "demo", category, 0)
@@ -157,18 +170,22 @@ def fake_kernel_output(root: Path, exp: str, category: str, auroc: float) -> Pat
 
 
 def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
-    fake = FakeKaggle()
-    shards = push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
+    kparams, mounted = owned_params(KPARAMS, "k.yaml")
+    fake = FakeKaggle(existing=mounted, gpu_sessions=4)
+    shards = push.push(DEMO, "outputs/kaggle", kparams, api=fake, poll_s=0)
     assert [p[0] for p in fake.pushed] == [s.kernel_id for s in shards]
     assert all(p[1] == "NvidiaTeslaT4" and p[2] == 43200 for p in fake.pushed)
-    assert fake.datasets == {"tester/vadbench-code": 1}
+    assert all(p[3]["docker_image_pinning_type"] == "original" for p in fake.pushed)  # one image for every session
+    assert fake.datasets["tester/vadbench-code"] == 1
     assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/1" for p in fake.pushed)  # pinned, ready
-    push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
-    assert fake.datasets == {"tester/vadbench-code": 2}  # second push versions the code dataset
-    assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/2" for p in fake.pushed[4:])
+    sessions = [e["sessions"] for e in json.loads((project / "outputs/kaggle/demo/shards.json").read_text())["shards"]]
+    assert [s[0]["code_version"] for s in sessions] == [1] * 4 and {s[0]["image_pin"] for s in sessions} == {"original"}
+    assert push.push(DEMO, "outputs/kaggle", kparams, api=fake, poll_s=0) == []  # all pushed: nothing again
+    assert len(fake.pushed) == 4 and fake.datasets["tester/vadbench-code"] == 1  # and the same wheel is not re-sent
 
     draem = shards[0].kernel_id
     fake.outputs[draem] = fake_kernel_output(tmp_path / "k1", "demo", "brick", 0.9)
+    fake.states[draem] = "complete"
     others = [s.kernel_id for s in shards[1:]]  # EfficientAD, PatchCore, PaDiM still running
     for kernel in others:
         fake.states[kernel] = "running"
@@ -194,8 +211,9 @@ def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
 
 
 def test_credentials_never_written(project, tmp_path):
-    fake = FakeKaggle()
-    push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
+    kparams, mounted = owned_params(KPARAMS, "k.yaml")
+    fake = FakeKaggle(existing=mounted)
+    push.push(DEMO, "outputs/kaggle", kparams, api=fake, poll_s=0)
     push.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
     fake.outputs = {s[0]: fake_kernel_output(tmp_path / s[0].split("/")[1], "demo", s[0][-4:], 0.5) for s in fake.pushed[:1]}
     pull.pull("outputs/kaggle", "outputs/runs", api=fake)
@@ -212,7 +230,9 @@ def test_credentials_never_written(project, tmp_path):
 
 def test_importing_vadbench_kaggle_modules_does_not_import_kaggle():
     modules = ("vadbench.launch.kaggle.push, vadbench.launch.kaggle.pull, vadbench.launch.kaggle.api, "
-               "vadbench.launch.kaggle.kernel.session, vadbench.launch.kaggle.rehearse, vadbench.cli")
+               "vadbench.launch.kaggle.kernel.session, vadbench.launch.kaggle.rehearse, vadbench.cli, "
+               "vadbench.launch.kaggle.drive, vadbench.launch.kaggle.upload, vadbench.launch.kaggle.hours, "
+               "vadbench.launch.kaggle.manifest, vadbench.launch.kaggle.datasets")
     code = f"import sys, {modules}; print('kaggle' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "KAGGLE_KEY": DUMMY_KEY, "KAGGLE_USERNAME": "tester"})
@@ -268,3 +288,108 @@ def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypat
     record = records.read_record(tmp_path / "working/runs/k/draem/demo/grass/seed0")
     assert record["data_seen"] == str((inputs / "vadbench-demo-data/demo").resolve())
     assert record["config"]["dataset"]["root"] == "outputs/data/demo"  # same config (and hash) as a local run
+
+
+TIMED_STAND_IN = '''
+import time
+from vadbench import config, records
+began = time.time()
+time.sleep(3)
+run = config.find_run(config.load_experiment(experiment), model, dataset, category, seed)
+records.write_record(records.run_dir(output_dir, run.experiment, run.model.name, run.dataset.name, run.category, run.seed),
+                     {"status": "ok", "error": None, "experiment": run.experiment, "model": run.model.name,
+                      "dataset": run.dataset.name, "category": run.category, "seed": run.seed,
+                      "config_hash": run.config_hash, "config": run.config(), "began": began, "ended": time.time()})
+'''
+
+
+def test_two_workers_keep_the_deadline(tmp_path, monkeypatch):
+    """workers: 2 runs two runs at once and still asks the deadline before each: with 10 s, the first two start
+    together; each takes over 3 s, so the third (its steps x the measured time per step) would end too late."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    real = nbformat.read(ROOT / "notebooks/train_evaluate.ipynb", as_version=4)
+    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
+    stand_in = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(TIMED_STAND_IN)])
+    stand_in.metadata = real.metadata
+    nbformat.write(stand_in, notebooks / execute.NOTEBOOK)
+    for category in ("brick", "grass", "gravel"):
+        for split in ("train/good", "test/good"):
+            (tmp_path / "data" / category / split).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8)).save(tmp_path / "data" / category / f"train/good/x{i}.png")
+    exp = {"name": "w", "device": "cpu", "datasets": [{"name": "demo", "kind": "demo", "root": "data",
+                                                       "categories": ["brick", "grass", "gravel"]}],
+           "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 2, "batch_size": 2},
+                       "params": {"anomaly_source": "perlin"}}]}
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(exp))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(notebooks))
+    runs = [["draem", "demo", c, 0] for c in ("brick", "grass", "gravel")]
+    from vadbench.config import load_experiment
+    from vadbench.launch import runner
+
+    runner.preflight(load_experiment("w.yaml"))  # the checks' imports (torch, anomalib) before the clock starts
+    summary = session.run_shard("w.yaml", runs, str(tmp_path / "working/runs"), workers=2, deadline_s=10.0)
+    state = json.loads((tmp_path / "working" / records.SHARD_STATUS_FILE).read_text())
+    assert sorted(state["finished"]) == ["draem demo/brick seed0", "draem demo/grass seed0"]
+    assert state["deferred"] == ["draem demo/gravel seed0"] and state["failed"] == []
+    assert state["seconds_per_step"] > 1.5  # over 3 s for 2 steps
+    done = [records.read_record(tmp_path / f"working/runs/w/draem/demo/{c}/seed0") for c in ("brick", "grass")]
+    assert max(r["began"] for r in done) < min(r["ended"] for r in done)  # the two ran at the same time
+    assert list(summary["status"]) == ["ok", "ok", "deferred"]
+
+
+def test_a_dataset_root_outside_the_project_is_linked_where_the_params_name_it(tmp_path, monkeypatch):
+    """An absolute root (`root: /data/...` in the params) is a mount key and is mounted at that path, and a run reads
+    it there; a folder already there is used only when it holds the mounted dataset's files (a replica on the machine
+    with the data), else an error."""
+    inputs = tmp_path / "input"
+    source = inputs / "vadbench-demo-data/demo"
+    for category in ("brick", "grass"):
+        (source / category / "test/good").mkdir(parents=True)
+        (source / category / "train/good").mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8)).save(source / category / f"train/good/x{i or ''}.png")
+    code = inputs / "vadbench-code"
+    code.mkdir()
+    real = nbformat.read(ROOT / "notebooks/train_evaluate.ipynb", as_version=4)
+    params = next(c for c in real.cells if "parameters" in c.metadata.get("tags", []))
+    stand_in = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(STAND_IN)])
+    stand_in.metadata = real.metadata
+    nbformat.write(stand_in, code / execute.NOTEBOOK)
+    monkeypatch.chdir(tmp_path)
+    for var in ("VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    outside = tmp_path / "elsewhere/data/demo"  # not in the project
+    exp = {"name": "a", "datasets": [{"name": "demo", "kind": "demo", "root": str(outside),
+                                      "categories": ["brick", "grass"]}],
+           "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 1, "batch_size": 2},
+                       "params": {"anomaly_source": "perlin"}}]}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(exp))
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump({"mounts": {str(outside): "tester/vadbench-demo-data/demo"}}))
+    from vadbench.config import expand_runs, load_experiment
+    from vadbench.launch.kaggle.shards import shard_inputs
+    from vadbench.launch.kaggle.spec import load_kaggle_spec
+
+    got = shard_inputs(expand_runs(load_experiment("a.yaml")), load_kaggle_spec("k.yaml"))
+    assert got.mounts == {str(outside): "tester/vadbench-demo-data/demo"}  # a valid mount key
+
+    def prepare(work: str) -> Path:
+        return layout.prepare_project(str(tmp_path / work), code, "params/experiments/a.yaml", yaml.safe_dump(exp),
+                                      got.mounts, "abc", input_root=inputs)
+
+    prepare("w1")
+    assert outside.is_symlink() and outside.resolve() == source.resolve()
+    session.run_shard("params/experiments/a.yaml", [["draem", "demo", "grass", 0]], str(tmp_path / "working/runs"))
+    record = records.read_record(tmp_path / "working/runs/a/draem/demo/grass/seed0")
+    assert record["status"] == "ok" and record["data_seen"] == str(source.resolve())
+    assert record["config"]["dataset"]["root"] == str(outside)  # the params' root: the config hash of a local run
+    outside.unlink()
+    shutil.copytree(source, outside)  # the same files already there: used as they are
+    prepare("w2")
+    assert not outside.is_symlink()
+    (outside / "brick/train/good/x.png").write_bytes(b"another image")
+    with pytest.raises(KaggleSetupError, match="exists in this kernel and is not the mounted dataset"):
+        prepare("w3")
+    assert (outside / "brick/train/good/x.png").read_bytes() == b"another image"  # never touched

@@ -12,14 +12,14 @@ import pytest
 import torch
 import yaml
 
-from kaggle_fake import FakeKaggle
+from kaggle_fake import FakeKaggle, owned_params
 from vadbench import records
 from vadbench.config import expand_runs, load_experiment
 from vadbench.errors import InputMissingError, KaggleSetupError
 from vadbench.launch.kaggle import pull, push
-from vadbench.launch.kaggle.api import KaggleApiError
+from vadbench.launch.kaggle.api import KaggleApiError, SessionLimitError
 from vadbench.launch.kaggle.kernel import inputs, layout, session
-from vadbench.launch.kaggle.shards import load_manifests
+from vadbench.launch.kaggle.manifest import load_all as load_manifests
 
 ROOT = Path(__file__).resolve().parents[1]
 UPLOADS = {"mvtec_ad": "mvtec-ad", "visa": "visa-20220922", "wfdd": "wfdd-dataset"}  # params/kaggle/kaggle.yaml
@@ -56,17 +56,22 @@ def test_study_files_push_unedited_with_short_unique_names(project, name):
             assert "imagenette:datasets/imagenette" in params and f"teacher:{model.settings.model_size}" in params
         else:
             assert "dtd:datasets/dtd/images" in params
-    fake = FakeKaggle()
-    push.push(path, "outputs/kaggle", "params/kaggle/kaggle.yaml", api=fake, poll_s=0)
+    kparams, mounted = owned_params("params/kaggle/kaggle.yaml", "k.yaml")
+    fake = FakeKaggle(existing=mounted)
+    push.push(path, "outputs/kaggle", kparams, api=fake, poll_s=0)
     manifest = load_manifests("outputs/kaggle", exp.name)[0]
-    assert [p[0] for p in fake.pushed] == [s["kernel_id"] for s in manifest["shards"]]
+    assert [p[0] for p in fake.pushed] == [s["kernel_id"] for s in manifest["shards"]][:2]  # 2 GPU sessions at once
     assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/1" for p in fake.pushed)
+    shown = len(manifest["shards"])
+    assert [s["state"] for s in manifest["shards"]] == ["pushed"] * min(2, shown) + ["written"] * max(0, shown - 2)
+    assert all("Maximum batch GPU session count of 2 reached" in s["message"] for s in manifest["shards"][2:])
 
 
 def test_strict_service_refuses_what_kaggle_refuses(project):
     demo, kparams = "params/experiments/demo.yaml", "params/kaggle/kaggle.yaml"
-    with pytest.raises(KaggleApiError, match="not the authenticated user"):
-        push.push(demo, "outputs/kaggle", kparams, api=FakeKaggle(user="someone-else"), poll_s=0)
+    kparams, mounted = owned_params(kparams, "own.yaml")
+    with pytest.raises(KaggleSetupError, match="owner 'tester' is not the authenticated user 'someone-else'"):
+        push.push(demo, "outputs/kaggle", kparams, api=FakeKaggle(user="someone-else", existing=mounted), poll_s=0)
     spec = yaml.safe_load((project / kparams).read_text())
     for bad, message in (({"code_dataset": "code"}, "dataset slug 'code'"),
                          ({"kernel_prefix": "x" * 60}, None),
@@ -77,48 +82,50 @@ def test_strict_service_refuses_what_kaggle_refuses(project):
             continue
         with pytest.raises(KaggleSetupError, match=message):
             push.push(demo, "outputs/kaggle", "k.yaml", dry_run=True)
-    fake = FakeKaggle()
+    fake = FakeKaggle(existing=mounted, gpu_sessions=3)
     push.push(demo, "outputs/kaggle", kparams, api=fake, poll_s=0)
-    meta_path = next((project / "outputs/kaggle/demo/kernels").glob("*/kernel-metadata.json"))
-    folder = meta_path.parent
+    waiting = [e for e in load_manifests("outputs/kaggle")[0]["shards"] if e["state"] == "written"]
+    folder = Path(waiting[0]["folder"])  # the fourth shard: refused at the session limit, not pushed
+    meta_path = folder / "kernel-metadata.json"
     meta = json.loads(meta_path.read_text())
+    with pytest.raises(SessionLimitError, match="Maximum batch GPU session count of 3 reached"):
+        fake.push_kernel(folder, "NvidiaTeslaT4", 60)
+    fake.gpu_sessions = 4
     with pytest.raises(KaggleApiError, match="accelerator 'T4'"):
         fake.push_kernel(folder, "T4", 60)
     meta_path.write_text(json.dumps({**meta, "title": "Another title"}))
-    with pytest.raises(ValueError, match="does not resolve"):
+    with pytest.raises(KaggleApiError, match="does not resolve"):
+        fake.push_kernel(folder, "NvidiaTeslaT4", 60)
+    meta_path.write_text(json.dumps({**meta, "docker_image_pinning_type": "newest"}))
+    with pytest.raises(KaggleApiError, match="docker_image_pinning_type must be one of"):
         fake.push_kernel(folder, "NvidiaTeslaT4", 60)
     meta_path.write_text(json.dumps({**meta, "dataset_sources": ["tester/vadbench-code/7"]}))
-    with pytest.raises(KaggleApiError, match="does not exist or is not ready"):
-        fake.push_kernel(folder, "NvidiaTeslaT4", 60)
+    saved = fake.push_kernel(folder, "NvidiaTeslaT4", 60)  # saved and started without the source, as Kaggle does
+    assert saved.invalid == "invalid dataset sources: ['tester/vadbench-code/7']"
+    while fake.kernel_status(meta["id"])[0] in ("queued", "running"):
+        pass
+    assert fake.kernel_status(meta["id"]) == ("error", "dataset tester/vadbench-code/7 is not attached")
     code = project / "outputs/kaggle/code/dataset-metadata.json"
     code.write_text(json.dumps({**json.loads(code.read_text()), "licenses": [{"name": "Apache-2.0"}]}))
     with pytest.raises(KaggleApiError, match="unknown license"):
         fake.version_dataset(code.parent, "notes")
 
 
-def test_push_waits_for_the_code_version_and_an_error_status_stops_it(project):
-    class Failing(FakeKaggle):
-        def dataset_status(self, dataset_id):
-            return ("error", 1) if dataset_id in self.datasets else ("missing", None)
+def test_push_waits_for_the_code_version_and_a_failed_version_stops_it(project):
+    """A failed (or deleted) version stops at once, not after dataset_wait_s; one still processing times out."""
+    kparams, mounted = owned_params("params/kaggle/kaggle.yaml", "k.yaml", dataset_wait_s=3600)
+    failing = FakeKaggle(existing=(*mounted, "tester/vadbench-code"))
+    failing.fail_next.add("tester/vadbench-code")
+    started = time.monotonic()
+    with pytest.raises(KaggleApiError, match="could not process dataset tester/vadbench-code: the new version is failed"):
+        push.push("params/experiments/demo.yaml", "outputs/kaggle", kparams, api=failing, poll_s=0.01)
+    assert time.monotonic() - started < 60 and failing.pushed == []
 
-    with pytest.raises(KaggleApiError, match="could not process the code dataset"):
-        push.push("params/experiments/demo.yaml", "outputs/kaggle", "params/kaggle/kaggle.yaml", api=Failing(),
-                         poll_s=0)
-
-    class Slow(FakeKaggle):
-        def dataset_status(self, dataset_id):
-            return ("pending", None) if dataset_id in self.datasets else ("missing", None)
-
-    slow = Slow()
-    with pytest.raises(KaggleApiError, match="not ready after"):
-        push.push("params/experiments/demo.yaml", "outputs/kaggle", _wait(project, 0.02), api=slow, poll_s=0.01)
+    kparams, mounted = owned_params("params/kaggle/kaggle.yaml", "w.yaml", dataset_wait_s=0.02)
+    slow = FakeKaggle(existing=mounted, process_polls=1000)
+    with pytest.raises(KaggleApiError, match="not ready after 0 s .status blobs_received"):
+        push.push("params/experiments/demo.yaml", "outputs/kaggle", kparams, api=slow, poll_s=0.01)
     assert slow.pushed == []  # no kernel pushed against a code version that is not ready
-
-
-def _wait(project: Path, seconds: float) -> str:
-    spec = yaml.safe_load((project / "params/kaggle/kaggle.yaml").read_text())
-    (project / "w.yaml").write_text(yaml.safe_dump({**spec, "dataset_wait_s": seconds}))
-    return "w.yaml"
 
 
 def test_pending_status_counts_and_logs(project):
@@ -131,9 +138,13 @@ def test_pending_status_counts_and_logs(project):
                                  run.seed)
         records.write_record(folder, {"status": "ok", "config_hash": run.config_hash, "experiment": run.experiment})
         (folder / records.NOTEBOOK_FILE).write_text('{"cells": []}')
-    fake = FakeKaggle()
+    kparams, mounted = owned_params(kparams, "k.yaml")
+    fake = FakeKaggle(existing=mounted, gpu_sessions=4)
     first = push.push(demo, "outputs/kaggle", kparams, api=fake, poll_s=0)
+    for shard in first:
+        fake.states[shard.kernel_id] = "complete"
     shards = push.push(demo, "outputs/kaggle", kparams, api=fake, pending_in="outputs/runs", poll_s=0)
+    assert [p[0] for p in fake.pushed[4:]] == [s.kernel_id for s in shards]  # ended ones, pushed again
     listed = [s["slug"] for s in load_manifests("outputs/kaggle")[0]["shards"]]
     assert sorted(listed) == sorted(s.slug for s in first)  # the finished DRAEM shard stays listed for status/pull
     pushed = sorted(f"{m} {d}/{c} seed{s}" for shard in shards for m, d, c, s in shard.runs)
@@ -151,24 +162,47 @@ def test_pending_status_counts_and_logs(project):
         pull.logs("nope", "outputs/kaggle", api=fake)
 
 
-def test_deadline_defers_runs_that_would_end_too_late(tmp_path):
-    runs = expand_runs(load_experiment(ROOT / "params/experiments/demo.yaml"))[:3]
-    out = tmp_path / "working/runs"
-    gate = session.Deadline(time.time(), 100.0, 0.0, tmp_path / "working/shard_status.json", out)
-    assert gate(runs[0], 1, 3)  # nothing measured yet: the first run starts
-    run = runs[0]
+def _finish(run, out: Path) -> None:
+    """A finished run's folder: an ok record and its executed notebook."""
     folder = records.run_dir(out, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
     records.write_record(folder, {"status": "ok", "config_hash": run.config_hash})
-    (folder / records.NOTEBOOK_FILE).write_text('{"cells": []}')  # finished: record and executed notebook
-    gate.last_start -= 30  # the first run took 30 s: estimate 36 s
-    gate.started -= 60  # 60 s used, 40 s left: the second run fits, the third would not
-    assert gate(runs[1], 2, 3)
-    gate.last_start -= 30  # the second took 30 s as well, and 90 s are used: 10 s left, estimate 36 s
-    gate.started -= 30
-    assert not gate(runs[2], 3, 3)
-    state = json.loads((tmp_path / "working/shard_status.json").read_text())
-    assert state["finished"] == [runs[0].label, ] and state["failed"] == [runs[1].label]  # no record: failed
-    assert state["deferred"] == [runs[2].label]
+    (folder / records.NOTEBOOK_FILE).write_text('{"cells": []}')
+
+
+def test_deadline_estimates_each_run_by_its_training_steps(tmp_path):
+    """study_baseline's DRAEM trains 30 epochs at batch 32: bottle 180 steps (209 train images, 168 after the 20 %
+    hold-out: 6 batches), hazelnut 300 (391: 313), toothbrush 60 (60: 48: 2 batches)."""
+    from vadbench.launch.steps import run_steps
+
+    exp = load_experiment(ROOT / "params/experiments/study_baseline.yaml")
+    runs = {r.category: r for r in expand_runs(exp) if r.model.name == "draem" and r.dataset.name == "mvtec_ad"}
+    assert [run_steps(runs[c], 0.2) for c in ("bottle", "hazelnut", "toothbrush")] == [180, 300, 60]
+    out, status = tmp_path / "working/runs", tmp_path / "working/shard_status.json"
+    gate = session.Deadline(0.0, 500.0, 0.0, status, out, val_ratio=0.2)
+    assert gate(runs["bottle"], 1, 4, now=0.0) and gate(runs["cable"], 2, 4, now=0.0)  # two workers, nothing measured
+    _finish(runs["bottle"], out)
+    gate.done(runs["bottle"], now=180.0)  # 180 s for 180 steps: 1 s a step
+    assert gate.seconds_per_step == 1.0 and gate.estimate(runs["hazelnut"]) == pytest.approx(360.0)
+    assert not gate(runs["hazelnut"], 3, 4, now=180.0)  # 320 s left: 300 steps would not end in time
+    assert gate(runs["toothbrush"], 4, 4, now=180.0)  # 60 steps (72 s) do; the longest run x 1.2 would say 216 s
+    gate.done(runs["cable"], now=200.0)  # no record: failed, and not measured
+    assert gate.seconds_per_step == 1.0
+    gate.close(250.0)
+    state = json.loads(status.read_text())
+    assert state["finished"] == [runs["bottle"].label] and state["failed"] == [runs["cable"].label, runs["toothbrush"].label]
+    assert state["deferred"] == [runs["hazelnut"].label] and state["seconds_per_step"] == 1.0
+
+
+def test_deadline_without_step_counts_uses_the_longest_run(tmp_path):
+    exp = load_experiment(ROOT / "params/experiments/study_baseline.yaml")
+    wfdd = [r for r in expand_runs(exp) if r.model.name == "draem" and r.dataset.name == "wfdd"]  # counts unpublished
+    out = tmp_path / "working/runs"
+    gate = session.Deadline(0.0, 100.0, 20.0, tmp_path / "working/shard_status.json", out)
+    assert gate.estimate(wfdd[0]) == 20.0 and gate(wfdd[0], 1, 3, now=0.0)  # run_estimate_s before any run ended
+    _finish(wfdd[0], out)
+    gate.done(wfdd[0], now=30.0)
+    assert gate.seconds_per_step is None and gate.estimate(wfdd[1]) == pytest.approx(36.0)
+    assert gate(wfdd[1], 2, 3, now=60.0) and not gate(wfdd[2], 3, 3, now=70.0)  # 40 s left, then 30 s: 36 s needed
 
 
 def test_visa_from_a_read_only_input_gets_a_scratch_root(tmp_path):
@@ -240,3 +274,20 @@ def test_banner_stops_when_a_gpu_was_asked_for_and_torch_sees_none(monkeypatch):
     assert facts["gpu"] == "none" and facts["commit"] == "abc" and facts["torch"] == torch.__version__
     with pytest.raises(KaggleSetupError, match="asked for a GPU but torch sees none"):
         session.banner(require_gpu=True)
+
+
+def test_the_docs_hours_table_is_the_commands_output():
+    """docs/kaggle-and-clusters.md includes `vadbench kaggle hours` verbatim (never typed by hand): the comment above
+    the table names the command."""
+    from vadbench.launch.kaggle.hours import hours_table
+    from vadbench.launch.kaggle.spec import load_kaggle_spec
+
+    lines = (ROOT / "docs/kaggle-and-clusters.md").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("<!-- vadbench kaggle hours "))
+    files = lines[at].removeprefix("<!-- vadbench kaggle hours ").removesuffix(" -->").split()
+    table = lines[at + 1:at + 1 + next(i for i, line in enumerate(lines[at + 1:]) if not line.startswith("|"))]
+    expected = hours_table([ROOT / f for f in files], load_kaggle_spec(ROOT / "params/kaggle/kaggle.yaml"),
+                           ["model", "dataset"])
+    assert "\n".join(table) == expected
+    baseline = next(line for line in table if line.startswith("| study_baseline | draem × mvtec_ad "))
+    assert "| 30 epochs, batch 32 | 2,910 |" in baseline  # 30 epochs x 97 batches of 32 over the 15 categories

@@ -111,12 +111,26 @@ def _speed(args: argparse.Namespace) -> int:
 def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
     kaggle = sub.add_parser("kaggle", help="run an experiment as Kaggle kernels and pull their records home")
     ksub = kaggle.add_subparsers(dest="kaggle_command", required=True)
-    push = ksub.add_parser("push", help="write one kernel folder per shard and push them (and the code dataset)")
+    push = ksub.add_parser("push", help="write one kernel folder per shard, push the code dataset and the shards not "
+                           "pushed yet (until the account's GPU session limit)")
+    drive = ksub.add_parser("drive", help="push, watch, pull and push again until every shard is done (resumable)")
     rehearse = ksub.add_parser("rehearse", help="execute the generated shard notebooks here, in a Kaggle kernel replica")
-    for p in (push, rehearse):
-        p.add_argument("params", type=Path, help="experiment file")
+    hours = ksub.add_parser("hours", help="print each shard's runs, training steps and the step time that fits the "
+                            "deadline (a Markdown table)")
+    for p in (push, drive, rehearse, hours):
+        p.add_argument("params", type=Path, nargs="+" if p is hours else None, help="experiment file")
         p.add_argument("--shard-by", default="model,dataset", help="grid keys that split kernels (default model,dataset)")
-    push.add_argument("--accelerator", default=None, help="Kaggle machine shape, e.g. NvidiaTeslaT4 (overrides params)")
+    for p in (push, drive):
+        p.add_argument("--accelerator", default=None, help="Kaggle machine shape, e.g. NvidiaTeslaT4 (overrides params)")
+    upload = ksub.add_parser("upload-data", help="check a dataset, upload it as your Kaggle dataset (sub-folders "
+                             "zipped), wait until ready and print its mounts: line")
+    upload.add_argument("dataset", help="dataset kind (as `vadbench data check`)")
+    upload.add_argument("root", type=Path, help="the dataset root, written as the experiment's params name it")
+    upload.add_argument("--slug", required=True, help="the Kaggle dataset slug (6-50 lowercase letters, digits, hyphens)")
+    upload.add_argument("--title", default=None, help="dataset title (default: the slug)")
+    upload.add_argument("--licence", default="other", help="licence name of dataset-metadata.json (default other)")
+    upload.add_argument("--categories", nargs="+", default=None, help="check only these categories (default: all)")
+    upload.add_argument("--wait-s", type=float, default=3600.0, help="how long to wait until ready (default 3600)")
     push.add_argument("--dry-run", action="store_true", help="write the folders, push nothing")
     editor = ksub.add_parser("notebook", help="write one run as a notebook to import and Run All in Kaggle's editor")
     editor.add_argument("params", type=Path, help="experiment file")
@@ -132,14 +146,15 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
     logs.add_argument("shard", help="the shard's slug (see `vadbench kaggle status`)")
     for name, p in (("push", push), ("status", ksub.add_parser("status", help="list the shards' kernels and states")),
                     ("pull", ksub.add_parser("pull", help="download finished kernels' outputs, merge their records")),
-                    ("rehearse", rehearse), ("logs", logs), ("notebook", editor)):
+                    ("rehearse", rehearse), ("logs", logs), ("notebook", editor), ("drive", drive), ("hours", hours),
+                    ("upload-data", upload)):
         p.add_argument("--kaggle-params", type=Path, default=Path("params/kaggle/kaggle.yaml"),
                        help="Kaggle settings (default params/kaggle/kaggle.yaml)")
         default = "outputs/kaggle-rehearsal" if name == "rehearse" else "outputs/kaggle"
         p.add_argument("--dir", type=Path, default=Path(default), help=f"kernel folders (default {default})")
         if name in ("status", "pull"):
             p.add_argument("--experiment", default=None, help="only this experiment's shards (its name)")
-        if name in ("pull", "push", "rehearse"):
+        if name in ("pull", "push", "rehearse", "drive"):
             p.add_argument("--runs", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
     rehearse.add_argument("--pull", action="store_true", help="merge the rehearsal's records into --runs")
 
@@ -150,8 +165,10 @@ def _kaggle(args: argparse.Namespace) -> int:
     if args.kaggle_command == "push":
         shards = push.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
                            args.accelerator, dry_run=args.dry_run, pending_in=args.runs if args.pending else None)
-        log.info("%d shard(s), %d runs", len(shards), sum(len(s.runs) for s in shards))
+        log.info("%d shard(s) written, %d runs", len(shards), sum(len(s.runs) for s in shards))
         return 0
+    if args.kaggle_command in ("drive", "hours", "upload-data"):
+        return _kaggle_loop(args)
     if args.kaggle_command == "notebook":
         from vadbench.launch.kaggle.editor import write_editor_notebook
 
@@ -172,8 +189,35 @@ def _kaggle(args: argparse.Namespace) -> int:
     if args.kaggle_command == "status":
         pull.status(args.dir, args.experiment)
         return 0
-    result = pull.pull(args.dir, args.runs, args.experiment)
-    return 1 if result.conflicts else 0
+    if args.kaggle_command == "pull":
+        return pull.pull(args.dir, args.runs, args.experiment).exit_code
+    raise ValueError(f"kaggle command {args.kaggle_command!r} has a parser but no handler in cli._kaggle")
+
+
+def _kaggle_loop(args: argparse.Namespace) -> int:
+    """`kaggle drive`, `kaggle hours` and `kaggle upload-data`."""
+    if args.kaggle_command == "hours":
+        from vadbench.launch.kaggle.hours import hours_table
+        from vadbench.launch.kaggle.spec import load_kaggle_spec
+
+        sys.stdout.write(hours_table(args.params, load_kaggle_spec(args.kaggle_params), args.shard_by.split(",")) + "\n")
+        return 0
+    if args.kaggle_command == "upload-data":
+        from vadbench.launch.kaggle.upload import upload_data
+
+        entry = upload_data(args.dataset, args.root, args.slug, args.kaggle_params, args.dir, args.title, args.licence,
+                            args.categories, wait_s=args.wait_s)
+        sys.stdout.write(f"mounts:\n  {entry}\n")
+        return 0
+    from vadbench.launch.kaggle.drive import drive
+
+    try:
+        return drive(args.params, args.dir, args.kaggle_params, args.shard_by.split(","), args.runs,
+                     accelerator=args.accelerator).exit_code
+    except KeyboardInterrupt:
+        print(f"vadbench: drive interrupted: every push and pull so far is in {args.dir}/<experiment>/shards.json; "
+              f"`vadbench kaggle drive {args.params}` goes on from there", file=sys.stderr)
+        return 130
 
 
 def _distill_parser(sub: argparse._SubParsersAction) -> None:

@@ -57,7 +57,8 @@ REGISTRY: dict[str, DatasetInfo] = {
         expected=MVTEC_AD_COUNTS, strict_counts=True, env_var="VADBENCH_MVTEC_AD_ROOT",
         default_root="datasets/mvtec_ad",
         download="https://www.mvtec.com/company/research/datasets/mvtec-ad (mvtec_anomaly_detection.tar.xz)",
-        kaggle="ipythonx/mvtec-ad (a community mirror: attach it, then set the root to /kaggle/input/mvtec-ad)",
+        kaggle="a community mirror, ipythonx/mvtec-ad (not verified by us): mount it as `<root>: ipythonx/mvtec-ad` "
+               "under mounts: in params/kaggle/kaggle.yaml, the root as your params name it",
         unpack="unpack so that <root>/bottle/train/good/000.png exists (root = the folder holding the 15 categories)",
     ),
     "visa": DatasetInfo(
@@ -65,8 +66,8 @@ REGISTRY: dict[str, DatasetInfo] = {
         expected=VISA_COUNTS, strict_counts=True, env_var="VADBENCH_VISA_ROOT", default_root="datasets/visa",
         download="https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar "
                  "(from https://github.com/amazon-science/spot-diff)",
-        kaggle="no mirror verified by us: upload VisA_20220922 as a private Kaggle dataset and mount it; the shard "
-               "kernel copies it once to a writable scratch folder and converts it there (not /kaggle/working)",
+        kaggle="no mirror verified by us: upload VisA_20220922 as released (upload-data, below); the shard kernel "
+               "copies it once to a writable scratch folder and converts it there (not /kaggle/working)",
         unpack="unpack so that <root>/candle/Data/Images/Normal and <root>/split_csv/1cls.csv exist; the first run "
                "converts it to <root>/visa_pytorch/<category>/{train,test,ground_truth} (anomalib's 1cls split)",
     ),
@@ -75,7 +76,7 @@ REGISTRY: dict[str, DatasetInfo] = {
         categories=WFDD_CATEGORIES, env_var="VADBENCH_WFDD_ROOT", default_root="datasets/wfdd",
         download="https://github.com/cqylunlun/GLASS (README, 'Dataset Release': Google Drive link "
                  "https://drive.google.com/file/d/1P8yfNnfoFsb0Lv-HRzkPQ2nD9qsL--Vk)",
-        kaggle="no mirror verified by us: upload the WFDD folder as a private Kaggle dataset and attach it",
+        kaggle="no mirror verified by us: upload the WFDD folder (upload-data, below)",
         unpack="unpack so that <root>/grey_cloth/train/good exists (MVTec-like: <cat>/train/good, "
                "<cat>/test/{good,<defect>}, <cat>/ground_truth/<defect>)",
     ),
@@ -124,5 +125,8 @@ def where_text(kind: str) -> str:
     if entry.categories:
         lines.append(f"  categories ({len(entry.categories)}): {', '.join(entry.categories)}")
     lines.append(f"  then:     vadbench data check {kind}" + ("" if kind == "demo" else " [--root PATH]"))
+    lines.append(f"  upload:   vadbench kaggle upload-data {kind} {root} --slug SLUG (checks it, uploads it as your "
+                 "Kaggle dataset, prints the mounts: line for params/kaggle/kaggle.yaml; the root stays as the params "
+                 "name it)")
     return "\n".join(lines)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,15 @@ from vadbench import records
 from vadbench.config import Experiment, RunSpec, expand_runs, load_experiment
 from vadbench.errors import ConfigError
 from vadbench.launch.execute import Outcome, execute_run, probe_output, record_of, write_failed_record
-from vadbench.launch.workers import LAUNCHERS, launch_submitit, launch_workers, load_slurm_spec, visible_gpus, worker_envs
+from vadbench.launch.workers import (
+    LAUNCHERS,
+    RunGate,
+    launch_submitit,
+    launch_workers,
+    load_slurm_spec,
+    visible_gpus,
+    worker_envs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ class BatchResult:
             self.skipped += 1
         elif outcome == "locked":
             self.locked.append(label)
+        elif outcome == "deferred":
+            self.deferred.append(label)
         else:
             self.failed.append(label)
 
@@ -116,13 +125,14 @@ def run_dir_of(run: RunSpec, output_root: Path) -> Path:
 def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/runs", force: bool = False,
                    dry_run: bool = False, workers: int | None = 1, launcher: str = "local",
                    slurm_params: Path | str | None = None, select: set[tuple[str, str, str, int]] | None = None,
-                   gate: Callable[[RunSpec, int, int], bool] | None = None) -> BatchResult:
+                   gate: RunGate | None = None) -> BatchResult:
     """Run every cell of an experiment's grid that has not finished yet.
 
     workers/launcher: see vadbench.launch.workers (workers None = one per visible GPU); select keeps only
     the runs whose (model, dataset, category, seed) it lists (a Kaggle shard), and only those are
-    checked and prepared; gate(run, index, total), asked before each run in this process, defers the
-    run when it returns False (a Kaggle shard's deadline).
+    checked and prepared; gate(run, index, total), asked before each run starts (here or on a local
+    worker), defers the run when it returns False, and gate.done(run) is told when it ends (a Kaggle
+    shard's deadline).
     """
     exp = load_experiment(params_file)
     runs = expand_runs(exp)
@@ -156,8 +166,10 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
         log.info("[%d/%d] %s: running (elapsed %s, %d left after this)", index, len(runs), run.label,
                  _clock(time.monotonic() - started), len(runs) - index)
         result.tally(run.label, execute_run(run, exp.source, output_root, directory, force=force))
+        if gate is not None:
+            gate.done(run)
     if pending:
-        _launch(pending, exp, output_root, workers, launcher, slurm_params, result, force)
+        _launch(pending, exp, output_root, workers, launcher, slurm_params, result, force, gate)
     log.info("batch %s: %d run, %d skipped, %d failed, %d left to another batch (locked), %d deferred in %s",
              exp.name, result.done, result.skipped, len(result.failed), len(result.locked), len(result.deferred),
              _clock(time.monotonic() - started))
@@ -169,13 +181,15 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
 
 
 def _launch(pending: list[tuple[RunSpec, Path]], exp: Experiment, output_root: Path, workers: int | None,
-            launcher: str, slurm_params: Path | str | None, result: BatchResult, force: bool = False) -> None:
+            launcher: str, slurm_params: Path | str | None, result: BatchResult, force: bool = False,
+            gate: RunGate | None = None) -> None:
     """Hand pending runs to a launcher (vadbench.launch.workers) and tally what comes back."""
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
+    if gate is not None and launcher != "local":
+        raise ConfigError(f"a deadline gate needs the local launcher, not {launcher!r}")
     if launcher == "local":
-        outcomes = launch_workers(pending, exp.source, output_root, worker_envs(workers, exp.device),
-                                            force)
+        outcomes = launch_workers(pending, exp.source, output_root, worker_envs(workers, exp.device), force, gate)
     else:
         envs = worker_envs(workers or len(pending), exp.device) if launcher == "submitit-local" else None
         outcomes = launch_submitit(pending, exp.source, output_root, launcher,

@@ -13,10 +13,10 @@ import logging
 import multiprocessing as mp
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from vadbench.config import RunSpec
 from vadbench.errors import ConfigError
@@ -26,6 +26,7 @@ from vadbench.strict import load_yaml
 log = logging.getLogger(__name__)
 
 LAUNCHERS = ("local", "submitit-local", "slurm")
+Launched = Literal["ok", "failed", "locked", "finished", "deferred"]  # an Outcome, or not started (the gate said no)
 Launcher = Literal["local", "submitit-local", "slurm"]
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -82,6 +83,13 @@ def worker_envs(workers: int | None, device: str) -> list[dict[str, str]]:
     return [{var: threads for var in THREAD_VARS} for _ in range(workers)]
 
 
+class RunGate(Protocol):
+    """Asked before each run starts (False defers it) and told when it ends: a Kaggle shard's deadline."""
+
+    def __call__(self, run: RunSpec, index: int, total: int) -> bool: ...
+    def done(self, run: RunSpec) -> None: ...
+
+
 # ---- local worker processes ------------------------------------------------------------------
 
 def _init_worker(slots: "mp.Queue[dict[str, str]]") -> None:
@@ -96,19 +104,38 @@ def _execute(run: RunSpec, params_file: str, output_root: str, directory: str, f
 
 
 def launch_workers(pending: list[tuple[RunSpec, Path]], params_file: str, output_root: Path,
-                   envs: list[dict[str, str]], force: bool = False) -> Iterator[tuple[RunSpec, Outcome]]:
-    """Run pending runs on len(envs) worker processes (spawned, each pinned to one slot)."""
+                   envs: list[dict[str, str]], force: bool = False,
+                   gate: RunGate | None = None) -> Iterator[tuple[RunSpec, Launched]]:
+    """Run pending runs on len(envs) worker processes (spawned, each pinned to one slot).
+
+    A run is handed to a worker only when one is free, after the gate (if any) allows it; the gate is told
+    when each run ends, so a deadline holds for every worker.
+    """
     context = mp.get_context("spawn")
     slots = context.Queue()
     for env in envs:
         slots.put(env)
     log.info("%d runs on %d workers (%s)", len(pending), len(envs), "; ".join(map(_env_text, envs)))
+    todo = list(enumerate(pending, start=1))
     with ProcessPoolExecutor(max_workers=len(envs), mp_context=context, initializer=_init_worker,
                              initargs=(slots,)) as pool:
-        futures = {pool.submit(_execute, run, params_file, str(output_root), str(directory), force): run
-                   for run, directory in pending}
-        for future in as_completed(futures):
-            yield futures[future], _outcome(future, futures[future])
+        running: dict = {}
+        while todo or running:
+            while todo and len(running) < len(envs):
+                index, (run, directory) = todo.pop(0)
+                if gate is not None and not gate(run, index, len(pending)):
+                    yield run, "deferred"
+                    continue
+                running[pool.submit(_execute, run, params_file, str(output_root), str(directory), force)] = run
+            if not running:
+                break
+            ended, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in ended:
+                run = running.pop(future)
+                outcome = _outcome(future, run)
+                if gate is not None:
+                    gate.done(run)
+                yield run, outcome
 
 
 def _outcome(future, run: RunSpec) -> Outcome:

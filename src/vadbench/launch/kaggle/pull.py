@@ -1,8 +1,9 @@
 """Watch and bring home a pushed experiment: `status`, `logs` and `pull` of its shard kernels.
 
-`status` lists the kernels' states and the last pulled run counts; `pull` downloads finished kernels' outputs
-and merges the records into the runs root (idempotent; a differing record is reported, never overwritten);
-`logs` prints a kernel's log. All network access goes through `api.KaggleApiBoundary`.
+`status` lists the kernels' states (a shard never pushed as such, without asking the service) and the last
+pulled run counts; `pull` downloads ended kernels' outputs, merges the records into the runs root
+(idempotent; a differing record is reported, never overwritten) and checks them against the kernel's
+shard_status.json; `logs` prints a kernel's log. All network access goes through `api.KaggleApiBoundary`.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 from vadbench import records
 from vadbench.errors import KaggleSetupError
-from vadbench.launch.kaggle.api import KaggleApi, KaggleApiBoundary
-from vadbench.launch.kaggle.shards import load_manifests
+from vadbench.launch.kaggle import manifest
+from vadbench.launch.kaggle.api import MISSING, KaggleApi, KaggleApiBoundary
 
 log = logging.getLogger(__name__)
+NEVER_PUSHED = "never pushed"
+ENDED = ("complete", "error", "cancel_acknowledged")  # kernel states whose outputs are final
 
 
 @dataclass
@@ -28,6 +31,13 @@ class PullResult:
     unchanged: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     not_ready: list[str] = field(default_factory=list)
+    never_pushed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # "<kernel>: <run>": finished in the kernel, no record received
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a record conflicts or a finished run's record did not come, else 0."""
+        return 1 if self.conflicts or self.missing else 0
 
 
 def shard_counts(out_root: Path | str, experiment: str, slug: str) -> dict[str, int] | None:
@@ -39,25 +49,36 @@ def shard_counts(out_root: Path | str, experiment: str, slug: str) -> dict[str, 
     return {key: len(data.get(key, [])) for key in ("finished", "failed", "deferred")}
 
 
+def kernel_state(api: KaggleApi, entry: dict) -> tuple[str, str]:
+    """(state, message) of a shard's kernel; "never pushed" for a slug the service does not know (403/404)."""
+    state, message = api.kernel_status(entry["kernel_id"])
+    waiting = entry["state"] in (*manifest.TO_PUSH, NEVER_PUSHED)
+    if state == MISSING:
+        return NEVER_PUSHED, entry["message"] if waiting and entry["message"] else message
+    if waiting:  # the service shows the session of an earlier push
+        message = f"{entry['state']} here ({entry['message'] or 'not pushed yet'}); Kaggle shows an earlier session"
+    return state, message
+
+
 def status(out_root: Path | str = "outputs/kaggle", experiment: str | None = None,
            api: KaggleApi | None = None) -> list[tuple[str, str, str, dict[str, int] | None]]:
     """(kernel id, state, message, run counts of the last pull) of every shard's kernel."""
     api = api or KaggleApiBoundary()
     rows = []
-    for manifest in load_manifests(out_root, experiment):
-        for shard in manifest["shards"]:
-            state, message = api.kernel_status(shard["kernel_id"])
-            counts = shard_counts(out_root, manifest["experiment"], shard["slug"])
-            rows.append((shard["kernel_id"], state, message, counts))
+    for man in manifest.load_all(out_root, experiment):
+        for entry in man["shards"]:
+            state, message = kernel_state(api, entry)
+            counts = shard_counts(out_root, man["experiment"], entry["slug"])
+            rows.append((entry["kernel_id"], state, message, counts))
             text = ", ".join(f"{v} {k}" for k, v in counts.items()) if counts else "not pulled yet"
-            log.info("%-58s %-9s %d runs: %s %s", shard["kernel_id"], state, len(shard["runs"]), text, message)
+            log.info("%-58s %-12s %d runs: %s %s", entry["kernel_id"], state, len(entry["runs"]), text, message)
     return rows
 
 
 def logs(slug: str, out_root: Path | str = "outputs/kaggle", api: KaggleApi | None = None) -> str:
     """A shard kernel's log (slug, or owner/slug)."""
     api = api or KaggleApiBoundary()
-    ids = [s["kernel_id"] for m in load_manifests(out_root) for s in m["shards"]]
+    ids = [s["kernel_id"] for m in manifest.load_all(out_root) for s in m["shards"]]
     kernel = next((k for k in ids if k == slug or k.split("/")[1] == slug), None)
     if kernel is None:
         raise KaggleSetupError(f"no shard {slug!r} under {out_root}; `vadbench kaggle status` lists them")
@@ -66,23 +87,61 @@ def logs(slug: str, out_root: Path | str = "outputs/kaggle", api: KaggleApi | No
 
 def pull(out_root: Path | str = "outputs/kaggle", runs_root: Path | str = "outputs/runs",
          experiment: str | None = None, api: KaggleApi | None = None) -> PullResult:
-    """Download finished kernels' outputs and merge their run folders into runs_root."""
+    """Download ended kernels' outputs, merge their run folders into runs_root, check them against shard_status.json."""
     api = api or KaggleApiBoundary()
     result = PullResult()
-    for manifest in load_manifests(out_root, experiment):
-        for shard in manifest["shards"]:
-            state, _ = api.kernel_status(shard["kernel_id"])
-            if state not in ("complete", "error"):  # an errored kernel may still hold finished runs
-                result.not_ready.append(f"{shard['kernel_id']} ({state})")
-                continue
-            dest = Path(out_root) / manifest["experiment"] / "downloads" / shard["slug"]
-            api.download_output(shard["kernel_id"], dest)
-            merge_runs(dest / "runs", Path(runs_root), result)
-    log.info("pull: %d added, %d already there, %d conflicts, %d kernels not finished", len(result.added),
-             len(result.unchanged), len(result.conflicts), len(result.not_ready))
+    for man in manifest.load_all(out_root, experiment):
+        for entry in man["shards"]:
+            state, message = kernel_state(api, entry)
+            if state == NEVER_PUSHED:
+                result.never_pushed.append(f"{entry['kernel_id']} ({message})")
+            elif state not in ENDED:  # an errored kernel may still hold finished runs
+                result.not_ready.append(f"{entry['kernel_id']} ({state})")
+            else:
+                pull_shard(api, Path(out_root), man["experiment"], entry, Path(runs_root), result, state)
+    log.info("pull: %d added, %d already there, %d conflicts, %d kernels not finished, %d never pushed, %d finished "
+             "runs without a record", len(result.added), len(result.unchanged), len(result.conflicts),
+             len(result.not_ready), len(result.never_pushed), len(result.missing))
     for item in result.conflicts:
         log.warning("conflict, local record kept: %s", item)
+    for item in result.never_pushed:
+        log.warning("never pushed: %s", item)
     return result
+
+
+def pull_shard(api: KaggleApi, out_root: Path, experiment: str, entry: dict, runs_root: Path, result: PullResult,
+               state: str) -> dict[str, list[str]]:
+    """Download one ended kernel's outputs, merge its records, check them; its shard_status.json lists."""
+    dest = out_root / experiment / "downloads" / entry["slug"]
+    received = {p.resolve() for p in api.download_output(entry["kernel_id"], dest)}
+    for old in [p for p in dest.rglob("*") if p.is_file() and p.resolve() not in received]:
+        old.unlink()  # an earlier session's file: the downloads hold the last session's outputs only
+    merge_runs(dest / "runs", runs_root, result)
+    return check_received(dest, experiment, entry, state, result)
+
+
+def check_received(dest: Path, experiment: str, entry: dict, state: str, result: PullResult) -> dict[str, list[str]]:
+    """Cross-check the kernel's shard_status.json against the records received: a finished run without its record
+    is an error naming it (in result.missing); runs the kernel never reached are logged."""
+    path = dest / records.SHARD_STATUS_FILE
+    if not path.is_file():
+        if state == "complete":
+            result.missing.append(f"{entry['kernel_id']}: no {records.SHARD_STATUS_FILE} in the outputs")
+        log.error("%s ended (%s) without %s: no run started (`vadbench kaggle logs %s` says why)", entry["kernel_id"],
+                  state, records.SHARD_STATUS_FILE, entry["slug"])
+        return {"finished": [], "failed": [], "deferred": []}
+    listed = json.loads(path.read_text())
+    runs = {f"{m} {d}/{c} seed{s}": (m, d, c, s) for m, d, c, s in entry["runs"]}
+    for label in listed.get("finished", []):
+        m, d, c, s = runs.get(label, (None,) * 4)
+        if m is None or not (records.run_dir(dest / "runs", experiment, m, d, c, int(s)) / records.RECORD_FILE).is_file():
+            result.missing.append(f"{entry['kernel_id']}: {label}")
+            log.error("%s: %s finished in the kernel but its record is not in the outputs", entry["kernel_id"], label)
+    seen = {label for key in ("finished", "failed", "deferred") for label in listed.get(key, [])}
+    for label in runs:
+        if label not in seen:
+            log.warning("%s: %s never started (the session ended first)", entry["kernel_id"], label)
+    return {key: list(listed.get(key, [])) for key in ("finished", "failed", "deferred")}
 
 
 def merge_runs(source: Path, runs_root: Path, result: PullResult) -> None:

@@ -18,6 +18,8 @@ ACCELERATORS = ("NvidiaTeslaT4", "NvidiaTeslaP100", "NvidiaL4", "NvidiaL4X1", "N
 LICENCES = ("CC0-1.0", "CC-BY-SA-4.0", "GPL-2.0", "ODbL-1.0", "CC-BY-NC-SA-4.0", "unknown", "DbCL-1.0",
             "CC-BY-SA-3.0", "copyright-authors", "other", "reddit-api", "world-bank", "CC-BY-4.0", "CC-BY-NC-4.0")
 KERNEL_TYPES, LANGUAGES = ("script", "notebook"), ("python", "r", "rmarkdown")
+#: docker_image_pinning_type values `kernels push` accepts (the client's valid_push_pinning_types).
+IMAGE_PINS = ("original", "latest")
 SLUG_MAX = 50
 _SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -31,6 +33,12 @@ def check_accelerator(name: str) -> None:
     """Raise unless `name` is a machine shape Kaggle knows."""
     if name not in ACCELERATORS:
         raise KaggleSetupError(f"accelerator {name!r} is not a Kaggle machine shape; use one of {list(ACCELERATORS)}")
+
+
+def check_image_pin(pin: str) -> None:
+    """Raise unless `pin` is a docker_image_pinning_type the client accepts."""
+    if pin not in IMAGE_PINS:
+        raise KaggleSetupError(f"image_pin {pin!r}: use one of {list(IMAGE_PINS)} (docker_image_pinning_type)")
 
 
 def check_slug(slug: str, what: str, low: int = 1) -> None:
@@ -64,6 +72,8 @@ def check_kernel_metadata(meta: dict) -> None:
         check_dataset_ref(ref)
     if meta.get("machine_shape"):
         check_accelerator(meta["machine_shape"])
+    if meta.get("docker_image_pinning_type") is not None:
+        check_image_pin(meta["docker_image_pinning_type"])
 
 
 def check_dataset_metadata(meta: dict) -> None:

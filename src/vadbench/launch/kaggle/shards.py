@@ -7,7 +7,6 @@ the slug always fits Kaggle's 50 characters. A shard mounts only the datasets it
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from vadbench.paths import notebooks_dir
 
 SHARD_KEYS = ("model", "dataset", "category", "seed")
 TEMPLATE = "kaggle_shard.ipynb"
-MANIFEST = "shards.json"  # per experiment, beside its kernels/: the shards written and what became of them
 CODE_DIR = "code"
 
 
@@ -70,9 +68,9 @@ class ShardInputs:
 
 def shard_inputs(runs: list[RunSpec], spec: KaggleSpec) -> ShardInputs:
     """The shard's inputs; KaggleSetupError names an input that is neither mounted nor fetchable."""
-    for local in spec.mounts:
-        if Path(local).is_absolute() or ".." in Path(local).parts:
-            raise KaggleSetupError(f"mount {local!r}: use a path relative to the project root, as in the params")
+    for local in spec.mounts:  # a dataset root outside the project is given (and mounted) as an absolute path
+        if ".." in Path(local).parts:
+            raise KaggleSetupError(f"mount {local!r}: write the path as the params do, without '..'")
     mounts: dict[str, str] = {}
     fetch: list[str] = []
     teacher = ""
@@ -145,6 +143,7 @@ def kernel_metadata(slug: str, owner: str, spec: KaggleSpec, notebook: str, sour
         "kernel_type": "notebook", "is_private": spec.is_private, "enable_gpu": spec.enable_gpu,
         "enable_tpu": False, "enable_internet": spec.enable_internet, "dataset_sources": sources,
         "competition_sources": [], "kernel_sources": [], "model_sources": [], "machine_shape": spec.accelerator,
+        "docker_image_pinning_type": spec.image_pin,
     }
 
 
@@ -165,36 +164,3 @@ def shard_parameters(params_file: Path | str, slug: str, cells: list, spec: Kagg
 def shard_notebook(params: dict[str, Any]) -> nbformat.NotebookNode:
     """The template notebook with this shard's parameter values set (papermill's injected cell)."""
     return parameterize(nbformat.read(notebooks_dir() / TEMPLATE, as_version=4), params)
-
-
-def load_manifests(out_root: Path | str, experiment: str | None = None) -> list[dict[str, Any]]:
-    """The shard manifests under out_root (one experiment's, or all)."""
-    paths = sorted(Path(out_root).glob(f"{experiment or '*'}/{MANIFEST}"))
-    if not paths:
-        raise KaggleSetupError(f"no Kaggle shards under {out_root}: run `vadbench kaggle push X.yaml` first")
-    return [json.loads(p.read_text()) for p in paths]
-
-
-def training_steps(runs: list[RunSpec], val_ratio: float) -> int | None:
-    """Training steps of the runs, from the published train-image counts and each model's budget.
-
-    Steps per run: max_steps, or max_epochs x ceil(train images / batch size) when epochs bound first,
-    with the images left after the validation hold-out and undersampling. None where a dataset's
-    per-category counts are not published (WFDD, folders).
-    """
-    import math
-
-    from vadbench.data.splits import split_sizes, undersampled_count
-    from vadbench.registry import MVTEC_AD_COUNTS, VISA_COUNTS
-
-    published = {"mvtec_ad": MVTEC_AD_COUNTS, "visa": VISA_COUNTS}
-    total = 0
-    for run in runs:
-        counts = published.get(run.dataset.kind, {}).get(run.category)
-        if counts is None:
-            return None
-        images = undersampled_count(split_sizes(counts[0], val_ratio)[0], run.dataset.train_ratio)
-        budget = run.model.train
-        by_epochs = budget.max_epochs * math.ceil(images / budget.batch_size) if budget.max_epochs > 0 else None
-        total += min(s for s in (by_epochs, budget.max_steps if budget.max_steps > 0 else None) if s is not None)
-    return total

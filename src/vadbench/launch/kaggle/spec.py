@@ -5,8 +5,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vadbench.errors import ConfigError
 from vadbench.launch.kaggle.api import KaggleApi
-from vadbench.launch.kaggle.rules import check_accelerator
+from vadbench.launch.kaggle.rules import check_accelerator, check_image_pin
 from vadbench.strict import load_yaml
 
 #: The MobileNetV2 weights PatchCore/PaDiM/distillation read offline; its metadata pins torch 1.6, so --no-deps.
@@ -35,6 +36,11 @@ class KaggleSpec:
     run_estimate_s: float = 0.0  # a run's duration before one has finished in the shard (0: start the first run)
     workers: int = 1  # runs at once inside a kernel (GPUs of the accelerator, e.g. 2 on "T4 x2")
     dataset_wait_s: float = 900.0  # how long push waits for a new code dataset version to be ready
+    image_pin: str = "original"  # docker_image_pinning_type: "original" (a kernel's first image, kept) or "latest"
+    max_gpu_sessions: int = 2  # kernels drive keeps running at once (Kaggle allows 2 GPU batch sessions)
+    weekly_gpu_hours: float = 30.0  # the weekly GPU quota, used only where the service does not report it
+    poll_s: float = 60.0  # drive: first wait between status polls (doubles while nothing changes)
+    poll_max_s: float = 900.0  # drive: longest wait between status polls
 
 
 def load_kaggle_spec(path: Path | str | None) -> KaggleSpec:
@@ -43,6 +49,10 @@ def load_kaggle_spec(path: Path | str | None) -> KaggleSpec:
         return KaggleSpec()
     spec = load_yaml(path, KaggleSpec, "Kaggle params file (see params/kaggle/kaggle.yaml)")
     check_accelerator(spec.accelerator)
+    check_image_pin(spec.image_pin)
+    if spec.max_gpu_sessions < 1 or spec.weekly_gpu_hours <= 0 or spec.poll_s < 0 or spec.poll_max_s < spec.poll_s:
+        raise ConfigError(f"{path}: max_gpu_sessions must be at least 1, weekly_gpu_hours positive, and "
+                          "0 <= poll_s <= poll_max_s")
     return spec
 
 

@@ -1,7 +1,8 @@
 """A Kaggle kernel's project directory: relative paths as in the params file, attached datasets linked in.
 
 `prepare_project` lays out a project directory whose relative paths are those of the params file (the experiment
-file, notebooks/train_evaluate.ipynb, a link per mount into /kaggle/input), so the runs' configs and
+file, notebooks/train_evaluate.ipynb, a link per mount into /kaggle/input; a dataset root the params give as an
+absolute path is linked at that path), so the runs' configs and
 config hashes are those of the same runs on your machine; raw VisA from a read-only input gets a
 writable scratch root (outside /kaggle/working) where anomalib's 1cls conversion writes, once per
 session; inputs that are not mounted are fetched as the shard's params allow (`inputs`).
@@ -76,9 +77,11 @@ def prepare_project(work_dir: str, code_dir: Path, experiment_path: str, experim
     shutil.copy2(Path(code_dir) / NOTEBOOK, root / "notebooks" / NOTEBOOK)
     for local, target in mounts.items():
         source = _source_of(target, input_root)
+        if Path(local).is_absolute() and _holds_same_files(Path(local), source):
+            continue
         if (source / VISA_SPLIT_CSV).is_file() or (source / VISA_CONVERTED).is_dir():
-            source = writable_visa(source, scratch / "visa" / local.replace("/", "_"))
-        _link(root / local, source)
+            source = writable_visa(source, scratch / "visa" / local.strip("/").replace("/", "_"))
+        _link(root / local, source)  # an absolute root (outside the project) is linked where the params name it
         log.info("mounted %s -> %s", local, source)
     os.environ.update({"VADBENCH_NOTEBOOKS": str(root / "notebooks"), "VADBENCH_GIT_COMMIT": git_commit,
                        "TQDM_DISABLE": "1"})
@@ -95,10 +98,30 @@ def prepare_project(work_dir: str, code_dir: Path, experiment_path: str, experim
     return root
 
 
+def _holds_same_files(path: Path, source: Path) -> bool:
+    """True when an absolute dataset root is already a folder here with the mounted dataset's files (names and
+    sizes): a kernel replica on the machine that holds the data. A different folder there is an error."""
+    if path.is_symlink() or not path.is_dir() or not any(path.iterdir()):
+        return False
+
+    def listing(root: Path) -> list[tuple[str, int]]:
+        return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+
+    if listing(path) != listing(source):
+        raise KaggleSetupError(f"{path} exists in this kernel and is not the mounted dataset {source}: the params' "
+                               "absolute root must be free to link (a Kaggle kernel has no such folder)")
+    log.info("%s already holds the mounted dataset's files (%s): used as it is", path, source)
+    return True
+
+
 def _link(link: Path, source: Path) -> None:
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink():
-        link.unlink()
-    elif link.is_dir() and not any(link.iterdir()):
-        link.rmdir()
-    link.symlink_to(source, target_is_directory=True)
+    try:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink():
+            link.unlink()
+        elif link.is_dir() and not any(link.iterdir()):
+            link.rmdir()
+        link.symlink_to(source, target_is_directory=True)
+    except OSError as exc:
+        raise KaggleSetupError(f"cannot link {link} to the mounted {source} ({exc}); mount the dataset under a path "
+                               "relative to the project root instead") from exc

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from vadbench import records
-from vadbench.config import RunSpec
+from vadbench.config import RunSpec, load_experiment
 from vadbench.errors import KaggleSetupError
 from vadbench.launch.runner import run_experiment
+from vadbench.launch.steps import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +47,40 @@ def banner(require_gpu: bool) -> dict[str, str]:
 
 
 class Deadline:
-    """Starts a run only if it ends before the deadline by the estimate: the longest run so far x 1.2
-    (before one has finished, `first_estimate_s`). Logs progress and keeps shard_status.json current."""
+    """Starts a run only if it ends before the deadline by its estimate; logs progress, keeps shard_status.json current.
+
+    A run's estimate is its training steps (`vadbench.launch.steps`) x the seconds per step measured so far
+    in the shard (finished runs' wall time over their steps) x 1.2; where a run's steps are unknown, the
+    longest finished run x 1.2; before any run has finished, `first_estimate_s`. Runs may overlap (workers):
+    each is asked for before it starts and timed from its own start to `done`.
+    """
 
     MARGIN = 1.2
 
     def __init__(self, started: float, deadline_s: float, first_estimate_s: float, status_path: Path,
-                 output_root: Path) -> None:
-        self.output_root = output_root
+                 output_root: Path, val_ratio: float = 0.2) -> None:
+        self.output_root, self.val_ratio = output_root, val_ratio
         self.started, self.deadline_s, self.first_estimate_s = started, deadline_s, first_estimate_s
-        self.status_path, self.last_start, self.longest = status_path, None, 0.0
+        self.status_path, self.longest = status_path, 0.0
+        self.measured_s, self.measured_steps = 0.0, 0
         self.state: dict[str, list[str]] = {"finished": [], "failed": [], "deferred": []}
-        self.current: RunSpec | None = None
+        self.running: dict[str, tuple[RunSpec, float]] = {}
 
-    def __call__(self, run: RunSpec, index: int, total: int) -> bool:
-        now = time.time()
-        self.close(now)
-        estimate = self.longest * self.MARGIN if self.longest else self.first_estimate_s
-        left = self.started + self.deadline_s - now
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Wall seconds per training step of the runs finished so far (None before one with known steps)."""
+        return self.measured_s / self.measured_steps if self.measured_steps else None
+
+    def estimate(self, run: RunSpec) -> float:
+        """Seconds the run should take, by what the shard measured so far."""
+        steps, rate = run_steps(run, self.val_ratio), self.seconds_per_step
+        if steps is not None and rate is not None:
+            return steps * rate * self.MARGIN
+        return self.longest * self.MARGIN if self.longest else self.first_estimate_s
+
+    def __call__(self, run: RunSpec, index: int, total: int, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        estimate, left = self.estimate(run), self.started + self.deadline_s - now
         if estimate > left or left <= 0:
             log.warning("[%d/%d] %s deferred: estimate %.0f s, %.0f s left before the deadline", index, total,
                         run.label, estimate, left)
@@ -72,26 +89,38 @@ class Deadline:
             return False
         log.info("[%d/%d] %s starting: %.0f s into the shard, estimate %.0f s, %.0f s left before the deadline",
                  index, total, run.label, now - self.started, estimate, left)
-        self.current, self.last_start = run, now
+        self.running[run.label] = (run, now)
         return True
 
-    def close(self, now: float) -> None:
-        """Tally the run started last (finished or failed, by its record) and its duration."""
-        if self.current is None:
+    def done(self, run: RunSpec, now: float | None = None) -> None:
+        """Tally a run that ended (finished or failed, by its record) and, if it finished, its time per step."""
+        if run.label not in self.running:
             return
-        self.longest = max(self.longest, now - self.last_start)
-        ok = records.is_finished(self.run_dir(self.current), self.current.config_hash)
-        self.state["finished" if ok else "failed"].append(self.current.label)
-        self.current = None
+        _, began = self.running.pop(run.label)
+        seconds = (time.time() if now is None else now) - began
+        ok = records.is_finished(self.run_dir(run), run.config_hash)
+        self.state["finished" if ok else "failed"].append(run.label)
+        steps = run_steps(run, self.val_ratio)
+        if ok:
+            self.longest = max(self.longest, seconds)
+            if steps:
+                self.measured_s, self.measured_steps = self.measured_s + seconds, self.measured_steps + steps
         self.write()
+
+    def close(self, now: float) -> None:
+        """Tally every run still counted as running (the batch ended)."""
+        for run, _ in list(self.running.values()):
+            self.done(run, now)
 
     def run_dir(self, run: RunSpec) -> Path:
         return records.run_dir(self.output_root, run.experiment, run.model.name, run.dataset.name,
                                run.category, run.seed)
 
     def write(self) -> None:
+        rate = self.seconds_per_step
         records.write_json_atomic(self.status_path, {**self.state, "deadline_s": self.deadline_s,
-                                                     "longest_run_s": round(self.longest, 1)})
+                                                     "longest_run_s": round(self.longest, 1),
+                                                     "seconds_per_step": None if rate is None else round(rate, 4)})
 
 
 def run_shard(experiment_path: str, runs: list, output_dir: str, workers: int = 1, started: float | None = None,
@@ -99,7 +128,8 @@ def run_shard(experiment_path: str, runs: list, output_dir: str, workers: int = 
     """Run this shard's runs before the deadline and return one row per run (status, image AUROC, error)."""
     select = {(m, d, c, int(s)) for m, d, c, s in runs}
     status_path = Path(output_dir).parent / records.SHARD_STATUS_FILE
-    gate = Deadline(started or time.time(), deadline_s, run_estimate_s, status_path, Path(output_dir))
+    val_ratio = load_experiment(experiment_path).evaluation.val_ratio
+    gate = Deadline(started or time.time(), deadline_s, run_estimate_s, status_path, Path(output_dir), val_ratio)
     gate.write()
     result = run_experiment(experiment_path, output_dir, workers=workers, select=select, gate=gate)
     gate.close(time.time())
