@@ -195,3 +195,13 @@ def test_the_wire_refuses_what_the_service_would(tmp_path):
         assert elsewhere.status_code == 404
         files = requests.get(f"http://127.0.0.1:{service.port}/files/../../etc/passwd", timeout=10)
         assert files.status_code == 404
+
+
+def test_a_running_kernels_log_can_be_followed(tmp_path):
+    with standin(tmp_path) as (service, client):
+        folder = kernel_folder(tmp_path / "k", "tester/talks-slowly",
+                               "import time\nprint('first line')\ntime.sleep(2)\nprint('second line')")
+        assert "successfully pushed" in client.cli("kernels", "push", "-p", str(folder)).stdout
+        followed = client.cli("kernels", "logs", "-f", "tester/talks-slowly")  # returns when the session ends
+        assert followed.returncode == 0 and followed.stdout.splitlines() == ["first line", "second line"]
+        assert "COMPLETE" in client.cli("kernels", "status", "tester/talks-slowly").stdout

@@ -78,9 +78,9 @@ def save_kernel(svc: Service, user: str, req: ApiSaveKernelRequest) -> ApiSaveKe
     gpu = shape.startswith("Nvidia") if shape else bool(req.enable_gpu)
     run = req.kernel_execution_type != KernelExecutionType.QUICK_SAVE
     with world.lock:
-        kernel, problem = _target(world, user, req)
-        if problem:
-            return _refused(problem)
+        kernel = _target(world, user, req)
+        if isinstance(kernel, str):
+            return _refused(kernel)
         problem = _limits(world, user) if gpu and run else ""
         if problem:
             world.event("refused", kernel=kernel.ref, gpu=gpu, reason=problem, gpu_sessions=world.gpu_active(user))
@@ -109,13 +109,13 @@ def save_kernel(svc: Service, user: str, req: ApiSaveKernelRequest) -> ApiSaveKe
     return response
 
 
-def _target(world: World, user: str, req: ApiSaveKernelRequest) -> tuple[Kernel, str]:
-    """The kernel a push versions, or the new one it creates (under the title's slug); or why it cannot."""
+def _target(world: World, user: str, req: ApiSaveKernelRequest) -> Kernel | str:
+    """The kernel a push versions, or the new one it creates (under the title's slug); or why it cannot be made."""
     if req.id:
         found = next((k for k in world.kernels.values() if k.id == req.id), None)
         if found is None or found.owner != user:
             raise denied("kernels.update")
-        return found, ""
+        return found
     if not req.slug:
         raise ServiceError(400, "ID or slug must be specified")
     owner, _, slug = req.slug.rpartition("/")
@@ -123,15 +123,14 @@ def _target(world: World, user: str, req: ApiSaveKernelRequest) -> tuple[Kernel,
     if owner != user:
         raise denied("kernels.update")
     if (owner, slug) in world.kernels:
-        return world.kernels[(owner, slug)], ""
+        return world.kernels[(owner, slug)]
     title = req.new_title or slug
     slug = slugify(title)
     if (owner, slug) in world.kernels:
-        return world.kernels[(owner, slug)], ""
+        return world.kernels[(owner, slug)]
     if len(title) < 5 or not 5 <= len(slug) <= rules.SLUG_MAX:
-        return Kernel(0, owner, slug, title, True), \
-            f"The kernel title {title!r} must be at least 5 characters and its slug at most {rules.SLUG_MAX}"
-    return Kernel(world.next_id(), owner, slug, title, req.is_private if req.is_private is not None else True), ""
+        return f"The kernel title {title!r} must be at least 5 characters and its slug at most {rules.SLUG_MAX}"
+    return Kernel(world.next_id(), owner, slug, title, req.is_private if req.is_private is not None else True)
 
 
 def _limits(world: World, user: str) -> str:

@@ -10,8 +10,8 @@ with KAGGLE_API_ENVIRONMENT=TEST at localhost:7777) or in a proxy's absolute for
 kaggle client with KAGGLE_API_ENVIRONMENT=LOCALHOST and `http_proxy` set here); a request for any other host, and
 any CONNECT (an https call to the real service), is refused. Besides the RPCs: `PUT /upload/<token>` (uploads),
 `GET /files/<path>` (outputs and dataset downloads, unauthenticated like the service's signed URLs) and the
-client's log stream `GET /api/v1/kernels/logs/stream/<owner>/<slug>`. An RPC the stand-in does not implement
-answers 501 naming it.
+client's log stream `GET /api/v1/kernels/logs/stream/<owner>/<slug>` (`kaggle kernels logs -f`). An RPC the
+stand-in does not implement answers 501 naming it.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import binascii
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +39,15 @@ from vadbench.errors import KaggleSetupError
 from vadbench.launch.kaggle.standin import dataset_api, kernel_api
 from vadbench.launch.kaggle.standin.blobs import Blobs
 from vadbench.launch.kaggle.standin.executor import Executor
-from vadbench.launch.kaggle.standin.world import Dataset, DatasetVersion, Redirect, ServiceError, World
+from vadbench.launch.kaggle.standin.world import (
+    ACTIVE,
+    Dataset,
+    DatasetVersion,
+    Redirect,
+    ServiceError,
+    Session,
+    World,
+)
 
 log = logging.getLogger(__name__)
 KERNELS, DATASETS = "kernels.KernelsApiService", "datasets.DatasetApiService"
@@ -226,15 +235,39 @@ class _Handler(BaseHTTPRequestHandler):
             return self._file(path[len("/files/"):])
         if path.startswith("/api/v1/kernels/logs/stream/") and path.count("/") == 7:
             owner, slug = path.split("/")[-2:]
+            user = self._user()
             try:
-                if self._user() is None:
+                if user is None:
                     raise ServiceError(401, "Unauthenticated")
-                kernel = self.svc.world.kernel(self._user() or "", owner, slug)
+                kernel = self.svc.world.kernel(user, owner, slug)
                 session = kernel.version((target[1].get("versionLabel") or [""])[0] if target else "")
             except ServiceError as exc:
                 return self._error(exc)
-            return self._json(200, list(session.log))
+            return self._log_stream(session)
         self._error(ServiceError(404, f"no such endpoint: GET {self.path}"))
+
+    def _log_stream(self, session: Session) -> None:
+        """A session's log: while it is queued or running, server-sent events until it ends (then the client's
+        END_OF_LOG sentinel); after, the stored log as one JSON list (the client reads either)."""
+        if session.status not in ACTIVE:
+            return self._json(200, list(session.log))
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = 0
+        while True:
+            ended = session.status not in ACTIVE
+            entries = list(session.log)
+            for entry in entries[sent:]:
+                self.wfile.write(f"data: {json.dumps(entry)}\n\n".encode())
+            self.wfile.flush()
+            sent = len(entries)
+            if ended:
+                break
+            time.sleep(0.3)
+        self.wfile.write(b"data: END_OF_LOG\n\n")
 
     def _file(self, rel: str) -> None:
         root = self.svc.world.root
