@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+from pathlib import Path
 
 import requests
 
@@ -30,7 +31,16 @@ def test_the_client_reaches_the_standin_by_its_own_switches(tmp_path):
         client.env["KAGGLE_API_ENVIRONMENT"] = "LOCALHOST"
         reached = client.cli("kernels", "status", "tester/some-kernel")
         assert "Permission 'kernels.get' was denied" in reached.stdout + reached.stderr
-    assert [e["event"] for e in events(tmp_path)] == ["serving", "stopped"]
+        config = Path(client.env.pop("KAGGLE_CONFIG_DIR"))  # the key from kaggle.json instead of the environment
+        del client.env["KAGGLE_USERNAME"], client.env["KAGGLE_KEY"]
+        client.env["KAGGLE_CONFIG_DIR"] = str(config)
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "kaggle.json").write_text(json.dumps({"username": "from-file", "key": "k"}))
+        (config / "kaggle.json").chmod(0o600)
+        assert client.api("out['user'] = api.get_config_value('username')") == {"user": "from-file"}
+        folder = kernel_folder(tmp_path / "k", "from-file/file-kernel", "print(1)")
+        assert "successfully pushed" in client.cli("kernels", "push", "-p", str(folder)).stdout  # owner = the key's
+    assert [e["event"] for e in events(tmp_path)][:2] == ["serving", "pushed"]
 
 
 def test_unknown_and_private_names_are_403(tmp_path):
