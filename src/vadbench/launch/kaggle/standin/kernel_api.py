@@ -177,7 +177,7 @@ def list_kernel_session_output(svc: Service, user: str,
     chunk, token = one_page(session.outputs(), req.page_size or 20, req.page_token or "")
     response = ApiListKernelSessionOutputResponse()
     response.files = [_output_file(svc.world, session, rel.as_posix()) for rel in chunk]
-    response.log, response.next_page_token = json.dumps(session.log), token or None
+    response.log, response.next_page_token = json.dumps(list(session.log)), token or None  # a copy: it grows
     return response
 
 
