@@ -4,10 +4,12 @@ to end (uploaded code dataset, replica data, a GPU shard on this machine's CPU, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,26 @@ def test_a_pushed_notebook_runs_in_the_replica_and_its_outputs_come_in_pages(tmp
     assert Path("/kaggle").exists() == kaggle_existed
     finished = next(e for e in events(tmp_path) if e["event"] == "finished")
     assert (finished["status"], finished["outputs"], finished["gpu"]) == ("complete", 46, True)
+
+
+@REPLICA
+def test_kaggle_dir_is_never_removed_under_a_running_replica(tmp_path):
+    """Another process removing an empty /kaggle would unmount a running replica's /kaggle (its inputs and
+    /kaggle/working vanish mid-run); while one runs, /kaggle holds its marker, so that removal fails."""
+    existed = Path("/kaggle").exists()
+    started = tmp_path / "started"
+    working = tmp_path / "working"
+    working.mkdir()
+    wait = f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(3)"
+    runner = threading.Thread(target=rehearse.execute_in_replica, args=(tmp_path / "x", tmp_path / "y", [], working,
+                                                                         tmp_path, True, [sys.executable, "-c", wait]))
+    runner.start()
+    wait_for(started.exists, 60)
+    with pytest.raises(OSError):
+        os.rmdir("/kaggle")  # what a cleanup elsewhere would do
+    assert any(p.name.startswith(".replica-") for p in Path("/kaggle").iterdir())
+    runner.join(60)
+    assert Path("/kaggle").exists() == existed
 
 
 def test_find_input_finds_either_layout_and_never_another_owners(tmp_path):

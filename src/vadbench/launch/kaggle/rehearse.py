@@ -6,7 +6,8 @@ with this machine's data as read-only mounts at /kaggle/input/<slug> and at /kag
 (both layouts the service mounts) and /kaggle/working bound to a folder under the rehearsal's output, the working
 directory. As root with `unshare`, that happens in a private mount namespace
 (a tmpfs on /kaggle, read-only bind mounts; /kaggle is created only while a replica runs and removed after
-when it did not exist); otherwise the inputs are read-only copies under the rehearsal folder, said so
+when it did not exist, and holds a marker file per running replica so that no cleanup removes it under one);
+otherwise the inputs are read-only copies under the rehearsal folder, said so
 in the log. The install cell runs with `pip --no-index` against this environment (it fails rather than
 download anything) and installs the wheel into a scratch folder. `--smoke` rewrites the params to a
 tiny budget (first category per dataset, 2 steps, 64 px; EfficientAD 256 px, its smallest); a local
@@ -168,26 +169,36 @@ class ReplicaRun:
     stopped: str = ""
 
 
-_mount_point = {"users": 0, "created": False}
+KAGGLE = Path("/kaggle")
+_CREATED = ".created-by-a-replica"
 _mount_lock = threading.Lock()
 
 
 @contextmanager
 def _kaggle_mount_point() -> Iterator[None]:
-    """/kaggle exists while any replica of this process runs (created if absent, removed after the last one)."""
+    """/kaggle, over which each replica mounts its private tmpfs, kept while any replica runs on this machine.
+
+    Removing /kaggle would unmount the /kaggle of every replica running in another namespace (their inputs and
+    /kaggle/working vanish mid-run), so each run holds a marker file in it and /kaggle is never empty under a
+    running replica; the last run out removes it if a replica created it."""
+    marker = KAGGLE / f".replica-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
     with _mount_lock:
-        if _mount_point["users"] == 0 and not Path("/kaggle").exists():
-            Path("/kaggle").mkdir()
-            _mount_point["created"] = True
-        _mount_point["users"] += 1
+        for _ in range(5):  # another process's last run out may remove /kaggle between the two steps
+            if not KAGGLE.exists():
+                KAGGLE.mkdir(exist_ok=True)
+                (KAGGLE / _CREATED).touch()
+            with suppress(FileNotFoundError):
+                marker.touch()
+                break
     try:
         yield
     finally:
         with _mount_lock:
-            _mount_point["users"] -= 1
-            if _mount_point["users"] == 0 and _mount_point["created"]:
-                Path("/kaggle").rmdir()
-                _mount_point["created"] = False
+            marker.unlink(missing_ok=True)
+            if (KAGGLE / _CREATED).exists() and not any(p.name.startswith(".replica-") for p in KAGGLE.iterdir()):
+                (KAGGLE / _CREATED).unlink(missing_ok=True)
+                with suppress(OSError):
+                    KAGGLE.rmdir()
 
 
 def execute_in_replica(notebook: Path, executed: Path, binds: list[tuple[Path, str]], working: Path, base: Path,
