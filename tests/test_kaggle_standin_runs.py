@@ -85,7 +85,8 @@ def test_a_pushed_notebook_runs_in_the_replica_and_its_outputs_come_in_pages(tmp
 @REPLICA
 def test_kaggle_dir_is_never_removed_under_a_running_replica(tmp_path):
     """Another process removing an empty /kaggle would unmount a running replica's /kaggle (its inputs and
-    /kaggle/working vanish mid-run); while one runs, /kaggle holds its marker, so that removal fails."""
+    /kaggle/working vanish mid-run); while one runs, /kaggle holds its marker, so that removal fails, and its mount
+    is seen, so no replica's cleanup removes /kaggle under it."""
     existed = Path("/kaggle").exists()
     started = tmp_path / "started"
     working = tmp_path / "working"
@@ -98,6 +99,7 @@ def test_kaggle_dir_is_never_removed_under_a_running_replica(tmp_path):
     with pytest.raises(OSError):
         os.rmdir("/kaggle")  # what a cleanup elsewhere would do
     assert any(p.name.startswith(".replica-") for p in Path("/kaggle").iterdir())
+    assert rehearse._mounted_elsewhere()  # and a cleanup sees its mount (a replica of older code holds no marker)
     runner.join(60)
     assert Path("/kaggle").exists() == existed
 

@@ -180,7 +180,7 @@ def _kaggle_mount_point() -> Iterator[None]:
 
     Removing /kaggle would unmount the /kaggle of every replica running in another namespace (their inputs and
     /kaggle/working vanish mid-run), so each run holds a marker file in it and /kaggle is never empty under a
-    running replica; the last run out removes it if a replica created it."""
+    running replica; the last run out removes it if a replica created it and no namespace has a mount there."""
     marker = KAGGLE / f".replica-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
     with _mount_lock:
         for _ in range(5):  # another process's last run out may remove /kaggle between the two steps
@@ -195,10 +195,22 @@ def _kaggle_mount_point() -> Iterator[None]:
     finally:
         with _mount_lock:
             marker.unlink(missing_ok=True)
-            if (KAGGLE / _CREATED).exists() and not any(p.name.startswith(".replica-") for p in KAGGLE.iterdir()):
+            if (KAGGLE / _CREATED).exists() and not any(p.name.startswith(".replica-") for p in KAGGLE.iterdir()) \
+                    and not _mounted_elsewhere():
                 (KAGGLE / _CREATED).unlink(missing_ok=True)
                 with suppress(OSError):
                     KAGGLE.rmdir()
+
+
+def _mounted_elsewhere() -> bool:
+    """Whether some process's mount namespace has a mount at or below /kaggle (a replica that holds no marker)."""
+    for info in Path("/proc").glob("[0-9]*/mountinfo"):
+        with suppress(OSError):
+            for line in info.read_text().splitlines():
+                point = line.split(" ")[4]
+                if point == str(KAGGLE) or point.startswith(f"{KAGGLE}/"):
+                    return True
+    return False
 
 
 def execute_in_replica(notebook: Path, executed: Path, binds: list[tuple[Path, str]], working: Path, base: Path,
