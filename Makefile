@@ -10,7 +10,7 @@ EXPERIMENT ?= params/experiments/demo.yaml
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv report-deps demo-data demo run report results-doc gpu-check test test-fast lint lab clean-outputs
+.PHONY: help venv report-deps demo-data demo run report results-doc gpu-check test test-fast lint lab clean-outputs kaggle-standin
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -83,6 +83,14 @@ lab: $(STAMP) ## start JupyterLab on the notebooks (as root too) and print the U
 	exec $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --IdentityProvider.token=$$token \
 	  --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.port_retries=0 \
 	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $$( [ -z "$$DISPLAY" ] && echo --no-browser )
+
+STANDIN_PORT ?= 7777
+STANDIN_ARGS ?=
+# A local Kaggle for trying push/status/pull without an account: the real kaggle client talks to it once the shell has
+# the lines it prints (KAGGLE_API_ENVIRONMENT=LOCALHOST and http_proxy to its port). Datasets: STANDIN_ARGS="--dataset
+# you/mvtec-ad=datasets/mvtec_ad ...". Ctrl-C stops it.
+kaggle-standin: $(STAMP) ## a local stand-in for the Kaggle service (the real kaggle client and vadbench kaggle talk to it)
+	$(VADBENCH) kaggle standin --port $(STANDIN_PORT) --log outputs/kaggle-standin/events.jsonl $(STANDIN_ARGS)
 
 clean-outputs: ## delete generated runs, reports and demo data (outputs/)
 	find outputs -mindepth 1 ! -name README.md -delete

@@ -77,7 +77,7 @@ def test_editor_notebook_runs_in_a_kaggle_replica(at_root, tmp_path):
         "pip_options": ["--no-index"], "require_gpu": False})
     base.mkdir()
     nbformat.write(notebook, base / "kernel.ipynb")
-    binds = [(tmp_path / "k/code", "vadbench-code"), (demo, "vadbench-demo-data/demo")]
+    binds = [(tmp_path / "k/code", "tester/vadbench-code"), (demo, "your-kaggle-username/vadbench-demo-data/demo")]
     done = rehearse.execute_in_replica(base / "kernel.ipynb", base / "executed.ipynb", binds, working, base,
                                               namespace=True)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -120,7 +120,9 @@ def test_without_unshare_the_inputs_are_read_only_copies(study, monkeypatch):
     (summary,) = rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True)
     assert not summary["namespace"] and not summary["ok"]
     inputs = Path(summary["notebook"]).parent / "kaggle/input"
-    assert sorted(p.name for p in inputs.iterdir()) == ["dtd-textures", "vadbench-code", "wfdd-data"]
+    assert sorted(p.name for p in inputs.iterdir()) == ["datasets", "dtd-textures", "vadbench-code", "wfdd-data"]
+    assert sorted(p.name for p in (inputs / "datasets/tester").iterdir()) == ["dtd-textures", "wfdd-data"]
+    assert sorted(p.name for p in (inputs / "datasets/rehearsal").iterdir()) == ["vadbench-code"]  # both layouts
     assert not (inputs / "wfdd-data").stat().st_mode & 0o222  # read-only copies
     errors = [o for c in nbformat.read(summary["notebook"], as_version=4).cells for o in c.get("outputs", [])
               if o.get("output_type") == "error"]

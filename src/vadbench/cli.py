@@ -157,6 +157,18 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
         if name in ("pull", "push", "rehearse", "drive"):
             p.add_argument("--runs", type=Path, default=Path("outputs/runs"), help="runs root (default outputs/runs)")
     rehearse.add_argument("--pull", action="store_true", help="merge the rehearsal's records into --runs")
+    standin = ksub.add_parser("standin", help="a local stand-in for the Kaggle service: the real kaggle client talks "
+                              "to it, pushed kernels run here in the /kaggle replica")
+    standin.add_argument("--port", type=int, default=7777, help="port (default 7777, kagglesdk's TEST port; 0: a free one)")
+    standin.add_argument("--dataset", action="append", default=[], metavar="OWNER/SLUG=DIR",
+                         help="a public dataset the kernels can attach, its files DIR (repeat for more)")
+    standin.add_argument("--gpu-sessions", type=int, default=2, help="GPU batch sessions at once per account (default 2)")
+    standin.add_argument("--quota-hours", type=float, default=30.0, help="weekly GPU hours per account (default 30)")
+    standin.add_argument("--log", type=Path, default=None, help="write one JSON line per event to this file")
+    standin.add_argument("--state", type=Path, default=Path("outputs/kaggle-standin"),
+                         help="folder for uploads, datasets and kernel sessions (default outputs/kaggle-standin)")
+    standin.add_argument("--processing-s", type=float, default=2.0, help="seconds a dataset version takes to process")
+    standin.add_argument("--queue-s", type=float, default=1.0, help="seconds a pushed kernel stays queued")
 
 
 def _kaggle(args: argparse.Namespace) -> int:
@@ -183,6 +195,17 @@ def _kaggle(args: argparse.Namespace) -> int:
         if args.pull:
             rehearse.pull_rehearsal(args.runs, args.dir)
         return 0 if all(s["ok"] for s in done) else 1
+    if args.kaggle_command == "standin":
+        from vadbench.errors import KaggleSetupError
+        from vadbench.launch.kaggle.standin import wire
+
+        datasets = dict(item.split("=", 1) for item in args.dataset if "=" in item)
+        if len(datasets) != len(args.dataset):
+            raise KaggleSetupError("--dataset takes OWNER/SLUG=DIR")
+        wire.serve(wire.Standin(args.state, args.port, datasets={k: Path(v) for k, v in datasets.items()},
+                                gpu_sessions=args.gpu_sessions, quota_hours=args.quota_hours, log_path=args.log,
+                                processing_s=args.processing_s, queue_s=args.queue_s))
+        return 0
     if args.kaggle_command == "logs":
         sys.stdout.write(pull.logs(args.shard, args.dir) + "\n")
         return 0

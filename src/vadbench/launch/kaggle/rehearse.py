@@ -2,10 +2,12 @@
 
 `vadbench kaggle rehearse X.yaml [--shard NAME] [--smoke] [--deadline-s N]` writes the shards as `push`
 does (into outputs/kaggle-rehearsal), then executes each shard's generated notebook with papermill
-with /kaggle/input/<slug> holding this machine's data as read-only mounts and /kaggle/working bound to a
-folder under the rehearsal's output. As root with `unshare`, that happens in a private mount namespace
-(a tmpfs on /kaggle, read-only bind mounts; /kaggle is created only for the run and removed after
-when it did not exist); otherwise the inputs are read-only copies under the rehearsal folder, said so
+with this machine's data as read-only mounts at /kaggle/input/<slug> and at /kaggle/input/datasets/<owner>/<slug>
+(both layouts the service mounts) and /kaggle/working bound to a folder under the rehearsal's output, the working
+directory. As root with `unshare`, that happens in a private mount namespace
+(a tmpfs on /kaggle, read-only bind mounts; /kaggle is created only while a replica runs and removed after
+when it did not exist, and holds a marker file per running replica so that no cleanup removes it under one);
+otherwise the inputs are read-only copies under the rehearsal folder, said so
 in the log. The install cell runs with `pip --no-index` against this environment (it fails rather than
 download anything) and installs the wheel into a scratch folder. `--smoke` rewrites the params to a
 tiny budget (first category per dataset, 2 steps, 64 px; EfficientAD 256 px, its smallest); a local
@@ -18,10 +20,15 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,23 +99,17 @@ def _rehearse_shard(shard: Shard, exp_name: str, all_mounts: dict[str, str], cod
     notebook = Path(shard.folder) / f"{shard.slug}.ipynb"
     nb = nbformat.read(notebook, as_version=4)
     values = parameters.values(nb)
-    binds = [(out_root / CODE_DIR, code_dataset)] + [(Path(k), "/".join(v.split("/")[1:]))
-                                                      for k, v in all_mounts.items() if k in values["mounts"]]
+    owner = shard.kernel_id.split("/")[0]
+    binds = [(out_root / CODE_DIR, f"{owner}/{code_dataset}")] + [(Path(k), v) for k, v in all_mounts.items()
+                                                                 if k in values["mounts"]]
     if values["teacher_weights"]:  # this machine's anomalib teacher folder stands for the attached teacher dataset
         from vadbench.launch.kaggle.kernel.inputs import teacher_dir
 
-        binds.append((teacher_dir(), "/".join(values["teacher_weights"].split("/")[1:])))
-    overrides = {"work_dir": str((base / "project").resolve()), "scratch_dir": str((base / "scratch").resolve()),
-                 "site_dir": str((base / "site").resolve())}
-    namespace = os.geteuid() == 0 and shutil.which("unshare") is not None
+        binds.append((teacher_dir(), values["teacher_weights"]))
+    namespace = can_namespace()
     if not namespace:
         log.warning("no unshare as root here: the rehearsal copies the inputs read-only instead of mounting them")
-        input_root = base / "kaggle" / "input"
-        for src, rel in binds:
-            shutil.copytree(src.resolve(), input_root / rel, symlinks=False)
-        _make_read_only(input_root)
-        overrides.update(input_root=str(input_root.resolve()), output_dir=str((working / "runs").resolve()))
-    nb = parameters.parameterize(nb, overrides)
+    nb = parameters.parameterize(nb, replica_overrides(nb, base, working, binds, namespace))
     executed = base / "executed.ipynb"
     base.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, base / "kernel.ipynb")
@@ -127,30 +128,151 @@ def _rehearse_shard(shard: Shard, exp_name: str, all_mounts: dict[str, str], cod
     return summary
 
 
-def execute_in_replica(notebook: Path, executed: Path, binds: list[tuple[Path, str]], working: Path, base: Path,
-                       namespace: bool) -> subprocess.CompletedProcess:
-    """Run papermill on the notebook, inside a private mount namespace when possible."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT")}
-    env["XDG_CACHE_HOME"] = str((base / "cache").resolve())  # anomalib's weights cache of this replica
-    run = [sys.executable, "-m", "papermill", str(notebook.resolve()), str(executed.resolve()), "--log-output",
-           "-k", "python3"]
+def can_namespace() -> bool:
+    """Whether inputs can be bind-mounted in a private mount namespace here (root and `unshare`)."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+def input_paths(ref: str) -> list[str]:
+    """Where Kaggle mounts an attached dataset `owner/slug[/sub]` under /kaggle/input: `<slug>[/sub]` and, in the
+    layout the service now uses as well, `datasets/<owner>/<slug>[/sub]`."""
+    owner, slug, *sub = ref.split("/")
+    return ["/".join([slug, *sub]), "/".join(["datasets", owner, slug, *sub])]
+
+
+def replica_overrides(nb: Any, base: Path, working: Path, binds: list[tuple[Path, str]],
+                      namespace: bool) -> dict[str, Any]:
+    """The replica's own folders as parameter values, for the names the notebook declares: a project, scratch and
+    site folder per kernel under `base` (a Kaggle kernel's /tmp is its own); without a namespace, read-only copies of
+    the inputs under `base` and the runs written straight into `working`."""
+    values = {"work_dir": str((base / "project").resolve()), "scratch_dir": str((base / "scratch").resolve()),
+              "site_dir": str((base / "site").resolve())}
     if not namespace:
-        return subprocess.run(run, capture_output=True, text=True, env=env)
-    steps = ["mount -t tmpfs tmpfs /kaggle", "mkdir -p /kaggle/working"]
-    for src, rel in binds:
-        dst = shlex.quote(f"/kaggle/input/{rel}")
-        steps += [f"mkdir -p {dst}", f"mount --bind {shlex.quote(str(src.resolve()))} {dst}",
-                  f"mount -o remount,bind,ro {dst}"]
-    steps += [f"mount --bind {shlex.quote(str(working.resolve()))} /kaggle/working", shlex.join(run)]
-    created = not Path("/kaggle").exists()
-    if created:
-        Path("/kaggle").mkdir()
+        input_root = base / "kaggle" / "input"
+        for src, ref in binds:
+            for rel in input_paths(ref):
+                shutil.copytree(src.resolve(), input_root / rel, symlinks=False)
+        input_root.mkdir(parents=True, exist_ok=True)
+        _make_read_only(input_root)
+        values.update(input_root=str(input_root.resolve()), output_dir=str((working / "runs").resolve()))
+    declared = parameters.declared(nb)
+    return {k: v for k, v in values.items() if k in declared}
+
+
+@dataclass
+class ReplicaRun:
+    """How a run in the replica ended: exit status, its output, and why it was stopped ("timeout", "cancelled")."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    stopped: str = ""
+
+
+KAGGLE = Path("/kaggle")
+_CREATED = ".created-by-a-replica"
+_mount_lock = threading.Lock()
+
+
+@contextmanager
+def _kaggle_mount_point() -> Iterator[None]:
+    """/kaggle, over which each replica mounts its private tmpfs, kept while any replica runs on this machine.
+
+    Removing /kaggle would unmount the /kaggle of every replica running in another namespace (their inputs and
+    /kaggle/working vanish mid-run), so each run holds a marker file in it and /kaggle is never empty under a
+    running replica; the last run out removes it if a replica created it and no namespace has a mount there."""
+    marker = KAGGLE / f".replica-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    with _mount_lock:
+        for _ in range(5):  # another process's last run out may remove /kaggle between the two steps
+            if not KAGGLE.exists():
+                KAGGLE.mkdir(exist_ok=True)
+                (KAGGLE / _CREATED).touch()
+            with suppress(FileNotFoundError):
+                marker.touch()
+                break
     try:
-        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-ec", " && ".join(steps)],
-                              capture_output=True, text=True, env=env)
+        yield
     finally:
-        if created:
-            Path("/kaggle").rmdir()
+        with _mount_lock:
+            marker.unlink(missing_ok=True)
+            if (KAGGLE / _CREATED).exists() and not any(p.name.startswith(".replica-") for p in KAGGLE.iterdir()) \
+                    and not _mounted_elsewhere():
+                (KAGGLE / _CREATED).unlink(missing_ok=True)
+                with suppress(OSError):
+                    KAGGLE.rmdir()
+
+
+def _mounted_elsewhere() -> bool:
+    """Whether some process's mount namespace has a mount at or below /kaggle (a replica that holds no marker)."""
+    for info in Path("/proc").glob("[0-9]*/mountinfo"):
+        with suppress(OSError):
+            for line in info.read_text().splitlines():
+                point = line.split(" ")[4]
+                if point == str(KAGGLE) or point.startswith(f"{KAGGLE}/"):
+                    return True
+    return False
+
+
+def execute_in_replica(notebook: Path, executed: Path, binds: list[tuple[Path, str]], working: Path, base: Path,
+                       namespace: bool, command: list[str] | None = None,
+                       on_output: Callable[[str, str], None] | None = None, timeout_s: float | None = None,
+                       cancel: threading.Event | None = None) -> ReplicaRun:
+    """Run papermill on the notebook (or `command`) with /kaggle/working as the working directory, inside a private
+    mount namespace when possible: each bind `(folder, "owner/slug[/sub]")` mounted read-only at both of
+    `input_paths`. `on_output(stream, line)` sees each line as it comes; past `timeout_s`, or once `cancel` is set,
+    the whole process group is killed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT")
+           and not k.startswith("KAGGLE_") and not k.lower().endswith("_proxy")}  # a kernel holds no credentials
+    env["XDG_CACHE_HOME"] = str((base / "cache").resolve())  # anomalib's weights cache of this replica
+    run = command or [sys.executable, "-m", "papermill", str(notebook.resolve()), str(executed.resolve()),
+                      "--log-output", "-k", "python3"]
+    if not namespace:
+        return _run_streamed(run, env, working, on_output, timeout_s, cancel)
+    steps = ["mount -t tmpfs tmpfs /kaggle", "mkdir -p /kaggle/working /kaggle/input"]
+    for src, ref in binds:
+        for rel in input_paths(ref):
+            dst = shlex.quote(f"/kaggle/input/{rel}")
+            steps += [f"mkdir -p {dst}", f"mount --bind {shlex.quote(str(src.resolve()))} {dst}",
+                      f"mount -o remount,bind,ro {dst}"]
+    steps += [f"mount --bind {shlex.quote(str(working.resolve()))} /kaggle/working", "cd /kaggle/working",
+              "exec " + shlex.join(run)]
+    with _kaggle_mount_point():
+        return _run_streamed(["unshare", "-m", "--propagation", "private", "sh", "-ec", " && ".join(steps)], env,
+                             working, on_output, timeout_s, cancel)
+
+
+def _run_streamed(run: list[str], env: dict[str, str], cwd: Path, on_output: Callable[[str, str], None] | None,
+                  timeout_s: float | None, cancel: threading.Event | None) -> ReplicaRun:
+    """Run in a new process group, pumping stdout and stderr line by line; kill the group on timeout or cancel."""
+    proc = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                            start_new_session=True)
+    seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+    def pump(stream: Any, name: str) -> None:
+        for line in stream:
+            seen[name].append(line)
+            if on_output:
+                on_output(name, line)
+
+    pumps = [threading.Thread(target=pump, args=(proc.stdout, "stdout"), daemon=True),
+             threading.Thread(target=pump, args=(proc.stderr, "stderr"), daemon=True)]
+    for pump_thread in pumps:
+        pump_thread.start()
+    ends = time.monotonic() + timeout_s if timeout_s else None
+    stopped = ""
+    while proc.poll() is None:
+        stopped = "cancelled" if cancel is not None and cancel.is_set() else \
+            "timeout" if ends is not None and time.monotonic() > ends else ""
+        if stopped:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)
+    for pump_thread in pumps:
+        pump_thread.join(timeout=10)
+    return ReplicaRun(proc.returncode, "".join(seen["stdout"]), "".join(seen["stderr"]), stopped)
 
 
 def _make_read_only(root: Path) -> None:

@@ -25,13 +25,28 @@ KAGGLE_INPUT = Path("/kaggle/input")
 
 
 def find_input(name: str, input_root: Path = KAGGLE_INPUT) -> Path:
-    """The folder of an attached Kaggle dataset (`owner/slug` or `slug`), at most three levels down."""
-    slug = name.split("/")[-1]
-    for pattern in (slug, f"*/{slug}", f"*/*/{slug}", f"*/*/*/{slug}"):
-        found = sorted(p for p in input_root.glob(pattern) if p.is_dir())
+    """The folder of an attached Kaggle dataset (`owner/slug` or `slug`).
+
+    Kaggle mounts a dataset at `<input_root>/<slug>` and, in the layout the service now uses as well, at
+    `<input_root>/datasets/<owner>/<slug>`; either is found, the owner's own folder first (two attached datasets may
+    share a slug). Otherwise the slug is looked for at most three levels down.
+    """
+    owner, _, slug = name.rpartition("/")
+    exact = ([input_root / "datasets" / owner / slug] if owner else []) + [input_root / slug]
+    found = [p for p in exact if p.is_dir()]
+    if found:
+        return found[0]
+    for pattern in (f"*/{slug}", f"*/*/{slug}", f"*/*/*/{slug}"):
+        found = sorted(p for p in input_root.glob(pattern) if p.is_dir() and not _other_owners(p, input_root, owner))
         if found:
             return found[0]
     raise KaggleSetupError(f"dataset {name!r} is not attached under {input_root}; add it to the kernel's data")
+
+
+def _other_owners(path: Path, input_root: Path, owner: str) -> bool:
+    """Whether path is another owner's dataset in the datasets/<owner>/<slug> layout."""
+    parts = path.relative_to(input_root).parts
+    return bool(owner) and len(parts) == 3 and parts[0] == "datasets" and parts[1] != owner
 
 
 def _source_of(target: str, input_root: Path) -> Path:
