@@ -19,7 +19,7 @@ from vadbench.errors import InputMissingError, KaggleSetupError
 from vadbench.launch.kaggle import pull, push
 from vadbench.launch.kaggle.api import KaggleApiError, SessionLimitError
 from vadbench.launch.kaggle.kernel import inputs, layout, session
-from vadbench.launch.kaggle.manifest import load_all as load_manifests
+from vadbench.launch.kaggle.manifest import load_manifests
 
 ROOT = Path(__file__).resolve().parents[1]
 UPLOADS = {"mvtec_ad": "mvtec-ad", "visa": "visa-20220922", "wfdd": "wfdd-dataset"}  # params/kaggle/kaggle.yaml

@@ -39,7 +39,7 @@ def _named(spec: KaggleSpec) -> dict[str, str]:
     return {ref: ", ".join(texts) for ref, texts in named.items()}
 
 
-def preflight(api: KaggleApi, spec: KaggleSpec, owner: str, folders: list[Path]) -> None:
+def check_sources(api: KaggleApi, spec: KaggleSpec, owner: str, folders: list[Path]) -> None:
     """Check every dataset these kernels attach and the code dataset through the API, before any upload.
 
     The shipped placeholder owner is refused by name before any call; then each dataset must be known to

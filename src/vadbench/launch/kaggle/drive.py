@@ -83,7 +83,7 @@ class Driver:
         self.rewrite()
         todo = self.entries(*manifest.TO_PUSH)
         if todo:
-            datasets.preflight(self.api, self.spec, self.owner, [Path(e["folder"]) for e in todo])
+            datasets.check_sources(self.api, self.spec, self.owner, [Path(e["folder"]) for e in todo])
         self.show()
         wait = self.spec.poll_s
         while True:

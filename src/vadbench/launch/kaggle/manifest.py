@@ -60,7 +60,7 @@ def load(exp_root: Path) -> dict[str, Any] | None:
     return data
 
 
-def load_all(out_root: Path | str, experiment: str | None = None) -> list[dict[str, Any]]:
+def load_manifests(out_root: Path | str, experiment: str | None = None) -> list[dict[str, Any]]:
     """The manifests under out_root (one experiment's, or all); KaggleSetupError when there is none."""
     found = [load(p.parent) for p in sorted(Path(out_root).glob(f"{experiment or '*'}/{MANIFEST}"))]
     if not found:

@@ -65,7 +65,7 @@ def status(out_root: Path | str = "outputs/kaggle", experiment: str | None = Non
     """(kernel id, state, message, run counts of the last pull) of every shard's kernel."""
     api = api or KaggleApiBoundary()
     rows = []
-    for man in manifest.load_all(out_root, experiment):
+    for man in manifest.load_manifests(out_root, experiment):
         for entry in man["shards"]:
             state, message = kernel_state(api, entry)
             counts = shard_counts(out_root, man["experiment"], entry["slug"])
@@ -78,7 +78,7 @@ def status(out_root: Path | str = "outputs/kaggle", experiment: str | None = Non
 def logs(slug: str, out_root: Path | str = "outputs/kaggle", api: KaggleApi | None = None) -> str:
     """A shard kernel's log (slug, or owner/slug)."""
     api = api or KaggleApiBoundary()
-    ids = [s["kernel_id"] for m in manifest.load_all(out_root) for s in m["shards"]]
+    ids = [s["kernel_id"] for m in manifest.load_manifests(out_root) for s in m["shards"]]
     kernel = next((k for k in ids if k == slug or k.split("/")[1] == slug), None)
     if kernel is None:
         raise KaggleSetupError(f"no shard {slug!r} under {out_root}; `vadbench kaggle status` lists them")
@@ -90,7 +90,7 @@ def pull(out_root: Path | str = "outputs/kaggle", runs_root: Path | str = "outpu
     """Download ended kernels' outputs, merge their run folders into runs_root, check them against shard_status.json."""
     api = api or KaggleApiBoundary()
     result = PullResult()
-    for man in manifest.load_all(out_root, experiment):
+    for man in manifest.load_manifests(out_root, experiment):
         for entry in man["shards"]:
             state, message = kernel_state(api, entry)
             if state == NEVER_PUSHED:

@@ -176,7 +176,7 @@ def push(params_file: Path | str, out_root: Path | str = "outputs/kaggle", kaggl
             log.info("nothing to push: every shard of %s was pushed (`vadbench kaggle status`); --pending pushes "
                      "the runs without a finished record again", man.get("experiment"))
             return shards
-        datasets.preflight(api, spec, owner, [Path(e["folder"]) for e in todo])
+        datasets.check_sources(api, spec, owner, [Path(e["folder"]) for e in todo])
         version = ensure_code(api, man, exp_root, out_root, spec, poll_s)
         pushed, stopped = push_shards(api, man, exp_root, todo, spec, version)
         if stopped:

@@ -133,7 +133,7 @@ def can_namespace() -> bool:
     return os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
-def input_paths(ref: str) -> list[str]:
+def mount_points(ref: str) -> list[str]:
     """Where Kaggle mounts an attached dataset `owner/slug[/sub]` under /kaggle/input: `<slug>[/sub]` and, in the
     layout the service now uses as well, `datasets/<owner>/<slug>[/sub]`."""
     owner, slug, *sub = ref.split("/")
@@ -150,7 +150,7 @@ def replica_overrides(nb: Any, base: Path, working: Path, binds: list[tuple[Path
     if not namespace:
         input_root = base / "kaggle" / "input"
         for src, ref in binds:
-            for rel in input_paths(ref):
+            for rel in mount_points(ref):
                 shutil.copytree(src.resolve(), input_root / rel, symlinks=False)
         input_root.mkdir(parents=True, exist_ok=True)
         _make_read_only(input_root)
@@ -219,7 +219,7 @@ def execute_in_replica(notebook: Path, executed: Path, binds: list[tuple[Path, s
                        cancel: threading.Event | None = None) -> ReplicaRun:
     """Run papermill on the notebook (or `command`) with /kaggle/working as the working directory, inside a private
     mount namespace when possible: each bind `(folder, "owner/slug[/sub]")` mounted read-only at both of
-    `input_paths`. `on_output(stream, line)` sees each line as it comes; past `timeout_s`, or once `cancel` is set,
+    `mount_points`. `on_output(stream, line)` sees each line as it comes; past `timeout_s`, or once `cancel` is set,
     the whole process group is killed."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT")
            and not k.startswith("KAGGLE_") and not k.lower().endswith("_proxy")}  # a kernel holds no credentials
@@ -230,7 +230,7 @@ def execute_in_replica(notebook: Path, executed: Path, binds: list[tuple[Path, s
         return _run_streamed(run, env, working, on_output, timeout_s, cancel)
     steps = ["mount -t tmpfs tmpfs /kaggle", "mkdir -p /kaggle/working /kaggle/input"]
     for src, ref in binds:
-        for rel in input_paths(ref):
+        for rel in mount_points(ref):
             dst = shlex.quote(f"/kaggle/input/{rel}")
             steps += [f"mkdir -p {dst}", f"mount --bind {shlex.quote(str(src.resolve()))} {dst}",
                       f"mount -o remount,bind,ro {dst}"]

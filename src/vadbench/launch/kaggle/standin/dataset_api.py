@@ -191,10 +191,10 @@ def get_dataset_status(svc: Service, user: str, req: ApiGetDatasetStatusRequest)
 
 
 def get_dataset(svc: Service, user: str, req: ApiGetDatasetRequest) -> ApiDataset:
-    return describe(svc, svc.world.dataset(user, req.owner_slug, req.dataset_slug))
+    return describe_dataset(svc, svc.world.dataset(user, req.owner_slug, req.dataset_slug))
 
 
-def describe(svc: Service, dataset: Dataset) -> ApiDataset:
+def describe_dataset(svc: Service, dataset: Dataset) -> ApiDataset:
     """A dataset as the list and get calls answer it."""
     out = ApiDataset()
     current = dataset.current()
@@ -245,7 +245,7 @@ def list_datasets(svc: Service, user: str, req: ApiListDatasetsRequest) -> ApiLi
         found = [d for d in found if req.search.lower() in f"{d.slug} {d.title}".lower()]
     chunk, token = one_page(found, req.page_size, req.page_token or "", req.page or 0)
     response = ApiListDatasetsResponse()
-    response.datasets, response.next_page_token = [describe(svc, d) for d in chunk], token
+    response.datasets, response.next_page_token = [describe_dataset(svc, d) for d in chunk], token
     return response
 
 
