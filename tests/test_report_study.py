@@ -34,6 +34,7 @@ FAILED = ("base", "draem", "dsB", "c2", 1)  # failed: in no table but the failed
 MISSING = ("half", "efficientad_s", "dsB", "c3")  # never run: that mean covers fewer categories
 MIXED = ("half", "dsA", "draem")  # its grid run used another beta
 ERROR = "RuntimeError: CUDA out of memory"
+PROTOCOL = {"base": ("honest", "train", "input"), "half": ("study_replay", "test", "original")}  # half: a replay
 REFERENCE = {
     "references": [
         {"citation": "DRAEM paper", "model_kind": "draem", "dataset_kind": "mvtec_ad", "dataset_label": "MVTec AD",
@@ -85,8 +86,10 @@ def make_study(root: Path) -> dict:
                   "model": {"name": model, "kind": kind},
                   "model_params": {"model_size": size} if size else {"beta": beta},
                   "dataset": {"name": dataset, "kind": DATASETS[dataset][0]}}
+        protocol, val_source, pixel_protocol = PROTOCOL[exp]
         record = {"status": "ok", "error": None, "experiment": exp, "model": model, "dataset": dataset,
                   "dataset_kind": DATASETS[dataset][0], "category": category, "seed": seed,
+                  "protocol": protocol, "pixel_protocol": pixel_protocol, "split": {"val_source": val_source},
                   "params_file": str(root / f"{exp}.yaml"), "config": config,
                   "metrics": {m: value(exp, model, dataset, category, seed, m) for m in METRICS},
                   "timing": timing(exp, model, dataset, category, seed)}
@@ -272,7 +275,8 @@ def test_figures_draw(study):
     heights = sorted(round(p.get_height(), 9) for ax in fig.axes for p in ax.patches if not np.isnan(p.get_height()))
     assert len(heights) == 4 * 9  # 4 metrics × (draem 5 + efficientad 4 common categories)
     grids = report_figures.qualitative_grids(frame)
-    assert [title for title, _ in grids] == ["base / dsA", "base / dsB", "half / dsA", "half / dsB"]
+    assert [title.split(" — ")[0] for title, _ in grids] == ["base / dsA", "base / dsB", "half / dsA", "half / dsB"]
+    assert [title.split(" — ")[1].startswith("REPLAY") for title, _ in grids] == [False, False, True, True]
     assert grids[1][1].count("data:image/png;base64,") == 6  # 3 categories × 2 models
     assert "no run" in grids[3][1]  # efficientad_s never ran c3 in half
 
@@ -379,7 +383,7 @@ def test_foreign_records_through_every_table_and_figure(tmp_path):
     assert tables["category_speed"]["test_images"].isna().all()  # never 0
     assert tables["experiment_deltas"].empty and tables["references"].empty
     assert not tables["config_check"]["mixed"].any()
-    grids = dict(report_figures.qualitative_grids(frame))
+    grids = {title.split(" — ")[0]: grid for title, grid in report_figures.qualitative_grids(frame)}
     assert "no figure (anomaly_maps.png missing)" in grids["e / d"]
     report_figures.delta_figure(frame).canvas.draw()
     assert "2 run records" in report.runs_overview(frame)

@@ -75,3 +75,44 @@ def test_95_percent_intervals_cover_the_true_auroc_in_at_least_93_percent_of_tes
         out = u.image_intervals(labels, scores, 0.5, seed=trial)
         covered += out["image_auroc_ci_low"] <= truth <= out["image_auroc_ci_high"]
     assert covered / 200 >= 0.93, covered
+
+
+def test_a_perfect_score_on_15_plus_15_images_keeps_an_honest_interval():
+    """A perfect image AUROC on 15 + 15 test images: the lower bound sits below 1, and over 300 simulated test sets
+    with a true AUROC of 0.983 (a quarter of them perfect) the intervals cover it at least 93 % of the time."""
+    labels = np.r_[np.zeros(15, int), np.ones(15, int)]
+    perfect = u.image_intervals(labels, labels * 3.0 + np.linspace(0, 0.1, 30), 0.5, seed=0)
+    assert perfect["image_auroc_ci_high"] == 1.0 and perfect["image_auroc_ci_low"] < 0.9
+    truth, d = 0.983, math.sqrt(2) * norm.ppf(0.983)
+    rng = np.random.default_rng(21)
+    covered = perfect_sets = 0
+    for trial in range(300):
+        scores = rng.normal(labels * d, 1.0)
+        perfect_sets += u.auroc_from_scores(labels, scores) == 1.0
+        out = u.image_intervals(labels, scores, 0.5, seed=trial, resamples=500)
+        covered += out["image_auroc_ci_low"] <= truth <= out["image_auroc_ci_high"]
+    assert perfect_sets > 40  # the edge is really exercised
+    assert covered / 300 >= 0.93, covered
+
+
+def test_the_score_interval_is_newcombes_method_5():
+    """Solved by hand: the Wilson-type bound A of a perfect AUROC satisfies (1 - A)^2 = z^2 V(A), V from Hanley and
+    McNeil with both class sizes replaced by N* = (m + n)/2 - 1; zero mirrors one."""
+    low, high = u.score_interval([1.0], [15], [15])
+    n_star, z = 14, norm.ppf(0.975)
+    variance = low * (1 - low) / 225 * (1 + (n_star - 1) * ((1 - low) / (2 - low) + low / (1 + low)))
+    assert (1 - low) ** 2 == pytest.approx(z**2 * variance, rel=1e-6) and high == 1.0
+    assert u.score_interval([0.0], [15], [15]) == pytest.approx((0.0, 1 - low))
+    assert u.score_interval([0.9, 0.9], [15, 15], [15, 15])[0] > u.score_interval([0.9], [15], [15])[0]  # two = narrower
+
+
+def test_resampled_aurocs_match_the_direct_computation():
+    rng = np.random.default_rng(8)
+    labels = np.r_[np.zeros(25, int), np.ones(35, int)]
+    scores = np.round(rng.normal(labels, 1.0), 1)  # ties
+    draws = u.stratified_indices(labels, 50, rng)
+    direct = [u.auroc_from_scores(labels[i], scores[i]) for i in draws]
+    assert u.weighted_aurocs(labels, scores, u.resample_counts(draws, len(labels))) == pytest.approx(direct, abs=1e-12)
+    keep = [np.arange(60) != i for i in range(60)]
+    assert u.jackknife_aurocs(labels, scores) == pytest.approx([u.auroc_from_scores(labels[k], scores[k]) for k in keep])
+    assert u.stratified_indices(np.zeros(0, int), 7, rng).shape == (7, 0)  # no image: no crash
