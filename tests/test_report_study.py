@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -73,6 +74,21 @@ def cells():
                     yield exp, model, dataset, category, seed
 
 
+def image_scores(model: str, category: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores of a run's 12 good and 14 defective test images: efficientad_s separates them better."""
+    labels = np.r_[np.zeros(12, int), np.ones(14, int)]
+    rng = np.random.default_rng(list(MODELS).index(model) * 100 + sum(map(ord, category)) + 7 * seed)
+    return labels, rng.normal(labels * (0.8 + 1.6 * list(MODELS).index(model)), 1.0)
+
+
+def write_scores(directory: Path, root: Path, exp: str, model: str, dataset: str, category: str, seed: int) -> None:
+    """scores.csv with the image paths under a root of its own per experiment (as runs made on different machines)."""
+    labels, scores = image_scores(model, category, seed)
+    paths = [f"{root}/{exp}-machine/{dataset}/{category}/test/{'defect' if y else 'good'}/{i:03d}.png"
+             for i, y in enumerate(labels)]
+    pd.DataFrame({"path": paths, "label": labels, "score": scores}).to_csv(directory / "scores.csv", index=False)
+
+
 def make_study(root: Path) -> dict:
     """Write params, references and records; return the ok runs' values by (exp, model, dataset, category, seed)."""
     (root / "refs.yaml").write_text(yaml.safe_dump(REFERENCE))
@@ -98,6 +114,8 @@ def make_study(root: Path) -> dict:
             record.update(status="failed", error=ERROR, metrics={"image_auroc": 0.0})
         else:
             truth[(exp, model, dataset, category, seed)] = {**record["metrics"], **record["timing"]}
+            directory.mkdir(parents=True, exist_ok=True)
+            write_scores(directory, root, exp, model, dataset, category, seed)
             shade = (40 * list(MODELS).index(model) + 60, 120, 30 * seed + 90)
             directory.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (80, 60), shade).save(directory / "anomaly_maps.png")
@@ -269,6 +287,58 @@ def test_written_csvs_equal_the_tables(study, tmp_path):
         pd.testing.assert_frame_equal(pd.read_csv(paths[name]), tables[name], check_dtype=False, atol=1e-12)
 
 
+def test_the_answer_on_seeds_images_and_protocols(study, tmp_path):
+    """Means average each category's seeds; runs scored under other roots pair on their images; an experiment pair
+    crossing protocols says so and marks the replay; the CSVs carry the protocol columns."""
+    from sklearn.metrics import roc_auc_score
+
+    _, truth, _, tables = study
+    means = tables["answer_means"].set_index(list(GROUP))
+    for (exp, dataset, model), row in means.reset_index().set_index(list(GROUP)).iterrows():
+        categories = categories_of(truth, exp, model, dataset)
+        seeds = {c: sorted(k[4] for k in truth if k[:4] == (exp, model, dataset, c)) for c in categories}
+        want = fmean(fmean(roc_auc_score(*image_scores(model, c, s)) for s in seeds[c]) for c in categories)
+        assert row["image_auroc"] == approx(want) and row["n_categories"] == len(categories)
+        assert row["image_auroc_ci_low"] < row["image_auroc"] < row["image_auroc_ci_high"]
+        assert row["n_seeds"] == len(SEEDS[exp]) and bool(row["replay"]) == (exp == "half")
+        assert tuple(row[["protocol", "val_source", "pixel_protocol"]]) == PROTOCOL[exp]
+    diffs = tables["answer_differences"]
+    assert len(diffs) == 8 and diffs["p_value"].notna().all() and (diffs["p_holm"] >= diffs["p_value"]).all()
+    cross = diffs.loc[diffs["experiment_a"] != diffs["experiment_b"]]
+    assert len(cross) == 4 and cross["replay"].all() and cross["b"].str.endswith("[replay]").all()
+    assert (cross["protocol_a"] == "honest").all() and (cross["protocol_b"] == "study_replay").all()
+    dsa = cross.loc[(cross["dataset"] == "dsA") & (cross["model_a"] == "draem")].iloc[0]
+    assert dsa["n_images"] == 2 * 26 and dsa["note"] == ""  # base-machine and half-machine paths, the same images
+    paths = report.save_tables(tables, tmp_path)
+    for name in ("per_category", "answer_means", "category_results", "comparison", "references"):
+        written = pd.read_csv(paths[name])
+        assert {"protocol", "val_source", "pixel_protocol", "replay"} <= set(written.columns), name
+    per_category = pd.read_csv(paths["per_category"])
+    assert per_category.loc[per_category["experiment"] == "half", "replay"].all()
+    refs = tables["references"]
+    assert refs.loc[~refs["external"].astype(bool) & (refs["experiment"] == "half"), "replay"].all()
+
+
+def test_readers_see_formatted_cells_and_titles(study):
+    from vadbench.report import views
+
+    _, _, _, tables = study
+    means = tables["answer_means"]
+    html = views.show(means)._repr_html_().replace("\u00a0", " ")  # numbers keep together: non-breaking spaces
+    first = means.iloc[0]
+    cell = f"{first['image_auroc']:.3f} [{first['image_auroc_ci_low']:.3f}, {first['image_auroc_ci_high']:.3f}]"
+    assert cell in html and "image AUROC" in html and "thresholds from" in html and "held-out train images" in html
+    assert "image_auroc_ci_low" not in html and "<th></th>" not in html  # no raw names, no index column
+    assert "REPLAY" in views.show(tables["per_category"])._repr_html_()
+    titles = [title for title, _ in views.by_group(tables["category_results"])]
+    assert titles[0] == "base / dsA / draem — honest · thresholds: held-out train images · pixels: input size"
+    assert titles[-1].startswith("half / dsB / efficientad_s — REPLAY · study_replay · thresholds: the test set")
+    fig = report_figures.forest_figure(tables["answer_differences"])
+    rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(rows) == 8 and all(" − " in r for r in rows) and any("REPLAY" in r for r in rows)
+    assert any(line.get_xdata()[0] == 0 for line in fig.axes[0].get_lines())  # the zero line
+
+
 def test_figures_draw(study):
     _, truth, frame, _ = study
     fig = report_figures.delta_figure(frame, "base")
@@ -314,11 +384,13 @@ def test_html_is_self_contained_and_renders(built, study):
     assert "<script src=" not in html and "cdnjs" not in html
     for heading in ("Per-category results", "Per-category speed", "Comparison", "Seeds", "Experiment vs experiment",
                     "Published reference numbers (external)", "Qualitative examples", "Failed runs",
-                    "Mixed configurations", ERROR):
+                    "Mixed configurations", ERROR, "8 comparisons", "after Holm", "REPLAY", "thresholds from"):
         assert heading in html, heading
+    assert re.search(r"0\.\d{3}\s\[0\.\d{3},\s0\.\d{3}\]", html)  # estimate [low, high]
+    assert "image_auroc_ci_low" not in html and "image_f1_baseline" not in html  # human titles, not raw names
     rendered = chromium.check_rendered(built["html"])
-    # metrics, speed and delta figures + 19 + 19 qualitative cells (5 × 2 models per experiment, minus one)
-    assert rendered["images"] == 3 + 19 and rendered["broken"] == 0
+    # differences, metrics, speed and delta figures + 19 qualitative cells (5 × 2 models per experiment, minus one)
+    assert rendered["images"] == 4 + 19 and rendered["broken"] == 0
     assert rendered["tables"] >= 8 * 2 + 6 and rendered["height"] > 3000
     shot = chromium.screenshot(built["html"], built["html"].with_name("screenshot.png"))
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
@@ -332,8 +404,9 @@ def test_pdf_has_the_report(built):
     pdf = built["pdf"]
     assert pdf == pdf.with_name("summary.pdf") and export.pdf_pages(pdf) >= 3
     text = " ".join(page.extract_text() for page in PdfReader(str(pdf)).pages)
-    for words in ("Per-category results", "Comparison", "external", "Failed runs"):
+    for words in ("Per-category results", "Comparison", "external", "Failed runs", "REPLAY", "comparisons"):
         assert words in text, words
+    assert re.search(r"0\.\d{3}\s\[0\.\d{3},\s0\.\d{3}\]", text)
 
 
 def test_reference_file_is_strict(tmp_path):

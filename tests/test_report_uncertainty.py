@@ -209,3 +209,12 @@ def test_a_perfect_mean_keeps_a_width_set_by_the_test_set(tmp_path):
     assert mean["image_auroc_ci_low"] < 0.9
     (diff,) = tables["answer_differences"].to_dict("records")  # both perfect: a difference of 0 is not certain
     assert diff["delta"] == 0 and diff["ci_low"] < -0.05 and diff["ci_high"] > 0.05
+
+
+def test_the_answer_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, vadbench.report.pairing, vadbench.report.uncertainty, vadbench.report.views; "
+            "bad = [m for m in ('torch', 'anomalib') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

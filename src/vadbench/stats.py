@@ -149,7 +149,7 @@ def score_interval(aurocs, n_pos, n_neg, level: float = LEVEL) -> tuple[float, f
             moved = np.clip(values[None, :] + sign * d[:, None], 0.0, 1.0)
             return d - z * np.sqrt(_newcombe_variance(moved, n_pos, n_neg).sum(axis=1)) / len(values)
 
-        grid = np.linspace(0.0, 1.0, 2001)
+        grid = np.linspace(0.0, 1.0, 401)
         first = int(np.argmax(gap(grid) > 0))  # the first move beyond z standard errors (gap(1) = 1 > 0)
         low, high = grid[max(first - 1, 0)], grid[first]
         for _ in range(40):

@@ -184,7 +184,7 @@ def forest_figure(differences: pd.DataFrame) -> Figure:
     labels = []
     for y, row in rows.iterrows():
         tags = {protocol_tag(*(row[f"{p}_{s}"] for p in PROTOCOLS), short=True) for s in "ab"}
-        labels.append(f"{row['dataset']}: {row['b']} − {row['a']}\n" + " vs ".join(sorted(tags)))
+        labels.append(f"{row['dataset']} · {_pair(str(row['a']), str(row['b']))}\n" + " vs ".join(sorted(tags)))
         if pd.isna(row["delta"]):
             ax.text(0, -y, f"not compared: {row['note']}", ha="center", va="center", fontsize=8, color="0.3")
             continue
@@ -201,6 +201,13 @@ def forest_figure(differences: pd.DataFrame) -> Figure:
                  "open: at 95 % each only · grey: within noise", fontsize=9)
     ax.grid(True, axis="x", alpha=0.3)
     return fig
+
+
+def _pair(a: str, b: str) -> str:
+    """'context: b − a' where both labels share their 'context: ' (an experiment, or a model), else 'b − a'."""
+    context_a, _, name_a = a.partition(": ")
+    context_b, _, name_b = b.partition(": ")
+    return f"{context_a}: {name_b} − {name_a}" if name_a and context_a == context_b else f"{b} − {a}"
 
 
 def qualitative_grids(frame: pd.DataFrame) -> list[tuple[str, str]]:

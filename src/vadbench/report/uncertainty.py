@@ -108,11 +108,11 @@ def mean_interval(parts: list[Resampled], level: float = LEVEL) -> tuple[float, 
 def _edge_reach(parts: list[Resampled], level: float) -> tuple[float, float]:
     """How far the mean could move down and up beyond what resampling sees: each category whose AUROC sits at 1
     (or 0), where every resample repeats it, reaches as far as its score interval, as independent errors."""
-    down, up = [], []
+    down, up = [0.0], [0.0]
     for p in parts:
-        low, high = stats.score_interval([p.estimate], [p.n_pos], [p.n_neg], level)
-        down.append(p.estimate - low if p.estimate >= 1 else 0.0)
-        up.append(high - p.estimate if p.estimate <= 0 else 0.0)
+        if p.estimate in (0.0, 1.0):
+            low, high = stats.score_interval([p.estimate], [p.n_pos], [p.n_neg], level)
+            (down if p.estimate == 1.0 else up).append(high - low)
     return math.hypot(*down) / len(parts), math.hypot(*up) / len(parts)
 
 

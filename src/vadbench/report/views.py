@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ TITLES = {
     "image_auroc": "image AUROC", "image_f1": "image F1", "image_f1_baseline": "image F1, all called anomalous",
     "image_f1_max": "image F1 max (test, optimistic)", "pixel_auroc": "pixel AUROC", "pixel_f1": "pixel F1",
     "pixel_f1_max": "pixel F1 max (test, optimistic)", "pixel_aupro": "pixel AU-PRO (FPR ≤ 0.3)",
-    "value_a": "a", "value_b": "b", "delta": "b − a [95 % interval]", "p_value": "p", "p_holm": "p, Holm",
+    "value_a": "a's mean", "value_b": "b's mean", "delta": "b − a [95 % interval]", "p_value": "p", "p_holm": "p, Holm",
     "verdict": "verdict at 95 % each", "verdict_holm": "verdict after Holm", "test_images": "test images",
     "test_seconds": "test s", "s_per_img": "s / image", "img_per_s": "img/s (end to end)",
     "pipeline_img_per_s": "img/s (end to end)", "model_img_per_s": "model img/s",
@@ -36,6 +37,7 @@ TITLES = {
 }
 COUNTS = ("n_categories", "n_seeds", "n_runs", "n_images", "n_configs", "test_images", "seed", "batch_size")
 WORDS = {"val_source": THRESHOLDS_FROM, "pixel_protocol": PIXELS_AT}
+_NUMBER = re.compile(r"^-?[\d.]+( ± [\d.]+| \[-?[\d.]+, -?[\d.]+\])$")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,10 @@ class Shown:
     frame: pd.DataFrame
 
     def _repr_html_(self) -> str:
-        return self.frame.to_html(index=False, na_rep="", escape=True, classes="dataframe vadbench-table")
+        """The table without index; a number's cell ('0.933 [0.837, 0.978]', '0.316 ± 0.022') never breaks across
+        lines (non-breaking spaces), text cells wrap."""
+        frame = self.frame.map(lambda v: v.replace(" ", "\u00a0") if isinstance(v, str) and _NUMBER.match(v) else v)
+        return frame.to_html(index=False, na_rep="", escape=True, classes="vadbench-table")
 
 
 def title(column: Any) -> str:
@@ -127,7 +132,8 @@ def heading(text: str) -> str:
 
 
 def answer_view(differences: pd.DataFrame) -> pd.DataFrame:
-    """The comparisons for readers: both sides' protocols in one column, the raw side columns left out."""
+    """The comparisons for readers: both sides' protocols in one column (`protocols`: one tag where they agree,
+    'a: …; b: …' where not), the raw side columns left out; `by_group(view, ("dataset", "protocols"))` splits it."""
     if differences.empty:
         return differences
     sides = [[protocol_tag(*r) for r in differences[[f"{p}_{s}" for p in PROTOCOLS]].itertuples(index=False)]
@@ -163,10 +169,17 @@ def with_answer_intervals(comparison: pd.DataFrame, means: pd.DataFrame) -> pd.D
     return merged
 
 
-def references_view(refs: pd.DataFrame) -> pd.DataFrame:
-    """The references table for readers: an external row's protocol columns say 'published' (its group columns
-    name the row of ours it sits beside)."""
+def references_view(refs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The references table for readers and its notes: an external row's protocol columns say 'published' (its group
+    columns name the row of ours it sits beside); columns empty in every row left out; each source is a numbered
+    note ('[1]') listed below the table with what it says, so the table stays narrow."""
     if refs.empty:
-        return refs
+        return refs, ""
     external = refs["external"].astype(bool)
-    return refs.assign(**{p: refs[p].where(~external, "published") for p in PROTOCOLS})
+    view = refs.assign(**{p: refs[p].where(~external, "published") for p in PROTOCOLS})
+    texts = [f"{source}: {note}" if isinstance(note, str) and note else str(source)
+             for source, note in zip(view["source"], view["note"])]
+    numbers = {text: i + 1 for i, text in enumerate(dict.fromkeys(texts))}
+    view = view.drop(columns=["source", "note"]).dropna(axis=1, how="all")
+    view.insert(0, "source", [f"[{numbers[t]}]" for t in texts])
+    return view, "\n".join(f"{i}. {html.escape(text)}" for text, i in numbers.items())
