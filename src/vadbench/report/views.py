@@ -17,6 +17,7 @@ from vadbench.records import GROUP, PROTOCOLS
 from vadbench.report.frames import PIXELS_AT, THRESHOLDS_FROM, protocol_tag
 
 DIGITS = 3
+SHORT = 28  # a text cell this short stays on one line
 PANEL = ("experiment", "dataset", *PROTOCOLS)  # one table per experiment × dataset × protocols, a row per model
 TITLES = {
     "val_source": "thresholds from", "pixel_protocol": "pixel protocol", "replay": "replay",
@@ -47,9 +48,10 @@ class Shown:
     frame: pd.DataFrame
 
     def _repr_html_(self) -> str:
-        """The table without index; a number's cell ('0.933 [0.837, 0.978]', '0.316 ± 0.022') never breaks across
-        lines (non-breaking spaces), text cells wrap."""
-        frame = self.frame.map(lambda v: v.replace(" ", "\u00a0") if isinstance(v, str) and _NUMBER.match(v) else v)
+        """The table without index; a number's cell ('0.933 [0.837, 0.978]', '0.316 ± 0.022') and a short text
+        (a label, a verdict) never break across lines (non-breaking spaces), long texts wrap."""
+        frame = self.frame.map(lambda v: v.replace(" ", "\u00a0") if isinstance(v, str)
+                               and (len(v) <= SHORT or _NUMBER.match(v)) else v)
         return frame.to_html(index=False, na_rep="", escape=True, classes="vadbench-table")
 
 
