@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from vadbench.data import checks
-from vadbench.data.registry import MVTEC_AD_COUNTS
+from vadbench.registry import MVTEC_AD_COUNTS
 
 SIZE = 1024
 

@@ -4,7 +4,7 @@ The metadata rules are the installed kaggle client's own code (`validate_dataset
 `validate_kernel_string`, its push language/type lists, python-slugify as the client uses it) and the
 rules its `dataset_create_new` applies (slug and title 6-50 characters, exactly one licence); the
 service-side rules (known accelerator and licence names, attached datasets that exist and are ready)
-are the documented ones in vadbench.launch.kaggle_rules. A new dataset version is `pending` for
+are the documented ones in vadbench.launch.kaggle.rules. A new dataset version is `pending` for
 one status poll, then `ready`.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from vadbench.launch import kaggle_rules
-from vadbench.launch.kaggle_api import KaggleApiError
+from vadbench.launch.kaggle import rules
+from vadbench.launch.kaggle.api import KaggleApiError
 
 
 def _client():
@@ -55,7 +55,7 @@ class FakeKaggle:
             raise KaggleApiError(f"Kaggle refused: {owner} is not the authenticated user {self.user}")
         if not 6 <= len(slug) <= 50 or not 6 <= len(meta["title"]) <= 50 or len(meta["licenses"]) != 1:
             raise ValueError("The dataset slug and title must be between 6 and 50 characters, with one license")
-        if meta["licenses"][0]["name"] not in kaggle_rules.LICENCES:
+        if meta["licenses"][0]["name"] not in rules.LICENCES:
             raise KaggleApiError(f"Kaggle refused: unknown license {meta['licenses'][0]['name']!r}")
         return meta
 
@@ -85,7 +85,7 @@ class FakeKaggle:
         if meta["language"] not in client.valid_push_language_types or \
                 meta["kernel_type"] not in client.valid_push_kernel_types:
             raise ValueError("A valid language and kernel type must be specified in the metadata")
-        if accelerator not in kaggle_rules.ACCELERATORS or len(slug) > 50 or owner != self.user:
+        if accelerator not in rules.ACCELERATORS or len(slug) > 50 or owner != self.user:
             raise KaggleApiError(f"Kaggle refused kernel {slug}: accelerator {accelerator!r}, owner {owner}")
         for ref in meta["dataset_sources"]:
             client.validate_dataset_string(ref)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from vadbench.data import demo as demo_data
+from vadbench.data.demo import DemoSpec, build_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: One fast run (PaDiM on the demo's brick), as the notebook's default parameters name it.
@@ -21,7 +21,7 @@ def copy_project(dest: Path, train: int = 12) -> Path:
     shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
     for folder in ("params", "notebooks"):
         shutil.copytree(ROOT / folder, dest / folder)
-    demo_data.build_demo_dataset(dest / "outputs/data/demo", demo_data.DemoSpec(
+    build_demo_dataset(dest / "outputs/data/demo", DemoSpec(
         categories=("brick",), n_train=train, n_test_good=4, n_test_defect=4))
     demo = yaml.safe_load((dest / "params/experiments/demo.yaml").read_text())
     demo["evaluation"] = {**demo.get("evaluation", {}), "timing_warmup": 1, "timing_iterations": 2}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vadbench.data.registry import MVTEC_AD_COUNTS, VISA_COUNTS, WFDD_CATEGORIES
+from vadbench.registry import MVTEC_AD_COUNTS, VISA_COUNTS, WFDD_CATEGORIES
 
 SIZE = 24
 

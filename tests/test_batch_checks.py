@@ -17,7 +17,7 @@ from PIL import Image
 from replicas import build_wfdd
 from stand_in import make_project
 from vadbench import config
-from vadbench.data import checks, datamodules, images
+from vadbench.data import checks, images
 from vadbench.errors import ConfigError, DatasetError
 from vadbench.launch import runner
 
@@ -49,7 +49,7 @@ def test_truncated_jpeg_is_named_by_data_check_and_the_pre_run_check(tmp_path):
     assert len(errors) == 1 and str(bad) in errors[0] and "truncated" in errors[0]
     spec = config.DatasetSpec(name="w", kind="wfdd", categories=["grey_cloth"], root=str(root))
     with pytest.raises(DatasetError, match=rf"1 unreadable image\(s\) .*: {bad} \(OSError: image file is truncated"):
-        datamodules.validate_category(spec, "grey_cloth")
+        checks.require_category(spec, "grey_cloth")
 
 
 def test_every_bad_file_is_named(tmp_path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from stand_in import executions, make_project, stand_in_code
-from vadbench import records
-from vadbench.launch import locks, runner, staging
+from vadbench import locks, records
+from vadbench.launch import runner, staging
 from vadbench.report import tables
 
 STAND_IN = stand_in_code('"metrics": {"image_auroc": 0.5, "pixel_auroc": float("nan")}')

@@ -11,10 +11,9 @@ import yaml
 from PIL import Image
 
 import replicas
-from vadbench import cli, config
+from vadbench import cli, config, registry
 from vadbench.config import DatasetSpec, EvaluationSpec, ModelSpec, RunSpec, TrainSpec
-from vadbench.data import datamodules as data
-from vadbench.data import registry as datasets
+from vadbench.data import checks, datamodules, splits, visa
 from vadbench.errors import ConfigError, DatasetError
 from vadbench.launch import runner
 
@@ -57,9 +56,9 @@ def test_root_comes_from_the_environment(full, capsys, monkeypatch):
     monkeypatch.setenv("VADBENCH_WFDD_ROOT", str(full / "wfdd"))
     code, out, _ = check_cli(capsys, "wfdd")
     assert code == 0 and f"wfdd at {full / 'wfdd'}" in out
-    assert datasets.resolve_root("wfdd", "given/root") == "given/root"
+    assert registry.resolve_root("wfdd", "given/root") == "given/root"
     monkeypatch.delenv("VADBENCH_WFDD_ROOT")
-    assert datasets.resolve_root("wfdd", "") == "datasets/wfdd"
+    assert registry.resolve_root("wfdd", "") == "datasets/wfdd"
 
 
 def copy_category(full: Path, kind: str, category: str, dest: Path) -> Path:
@@ -193,10 +192,10 @@ def make_run(root: Path, kind: str, category: str, train_ratio: float = 1.0, val
 
 
 def subsets(run: RunSpec) -> tuple[dict, set, set, set]:
-    module = data.build_datamodule(run, 2)
+    module = datamodules.build_datamodule(run, 2)
     module.setup("fit")
     paths = [set(getattr(module, f"{s}_data").samples.image_path) for s in ("train", "val", "test")]
-    return data.split_counts(module), *paths
+    return splits.split_counts(module), *paths
 
 
 def test_held_out_split_and_undersampling_are_seeded_and_disjoint(full):
@@ -207,7 +206,7 @@ def test_held_out_split_and_undersampling_are_seeded_and_disjoint(full):
                       "test_images_good": 12, "test_images_defect": 30}
     assert not (train & val) and not (train & test) and not (val & test)
     assert all("/train/good/" in p for p in train | val)
-    plan = data.plan_split(run.dataset, "toothbrush", 0.2, "train", data.validate_category(run.dataset, "toothbrush"))
+    plan = splits.plan_split(run.dataset, "toothbrush", 0.2, "train", checks.require_category(run.dataset, "toothbrush"))
     assert (plan.val_images, plan.available, plan.train_images) == (12, 48, 24)
     again = subsets(run)
     assert again[1:3] == (train, val)
@@ -246,7 +245,7 @@ def test_visa_is_never_downloaded(tmp_path, monkeypatch):
     replicas.build_visa_raw(tmp_path / "visa", {"candle": (3, 1, 2), "cashew": (2, 1, 1)})
     shutil.rmtree(tmp_path / "visa/cashew")
     with pytest.raises(DatasetError, match="cashew/Data/Images is missing, cannot convert the 1cls split"):
-        data.prepare_visa(tmp_path / "visa")
+        visa.prepare_visa(tmp_path / "visa")
     assert not (tmp_path / "visa/visa_pytorch").exists()
 
 
@@ -258,7 +257,7 @@ def test_visa_is_never_downloaded(tmp_path, monkeypatch):
 ])
 def test_experiment_files_dry_run(full, tmp_path, monkeypatch, caplog, name, runs):
     for kind in ("mvtec_ad", "visa", "wfdd"):
-        monkeypatch.setenv(datasets.info(kind).env_var, str(full / kind))
+        monkeypatch.setenv(registry.info(kind).env_var, str(full / kind))
     monkeypatch.chdir(tmp_path)  # no datasets/dtd, datasets/imagenette here: named as missing model inputs
     caplog.set_level(logging.INFO)
     result = runner.run_experiment(PROJECT / "params/experiments" / f"{name}.yaml", "out", dry_run=True)

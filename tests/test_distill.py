@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from vadbench import config
-from vadbench.data import demo as demo_data
+from vadbench.data.demo import build_penalty_images
 from vadbench.errors import InputMissingError
 from vadbench.models import distill
-from vadbench.models import teacher as teachers
+from vadbench.models.teacher import cached_teacher_path, resolve, settings_of, teacher_key
 
 TINY = dict(backbone="mobilenet_v2", model_size="small", steps=30, batch_size=8, crop=64, image_size=256, lr=1e-3,
             seed=0)
@@ -19,7 +19,7 @@ TINY = dict(backbone="mobilenet_v2", model_size="small", steps=30, batch_size=8,
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    return demo_data.build_penalty_images(tmp_path_factory.mktemp("photos") / "penalty", n=16, size=256)
+    return build_penalty_images(tmp_path_factory.mktemp("photos") / "penalty", n=16, size=256)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_distilled_teacher_matches_backbone_better_than_random(teacher):
 def test_record_names_a_distilled_teacher(teacher):
     _, out, record = teacher
     params = config.EfficientAdParams(teacher=str(out))
-    path, label = teachers.resolve(params, seed=0)
+    path, label = resolve(params, seed=0)
     assert path == out
     assert label.startswith(f"distilled:mobilenet_v2 ({out};") and f"final loss {record['final_loss']:.4f}" in label
 
@@ -82,23 +82,23 @@ def test_missing_distilled_teacher_names_the_command(photos, tmp_path, monkeypat
     monkeypatch.setenv("VADBENCH_CACHE", str(tmp_path / "cache"))
     params = config.EfficientAdParams(teacher="distilled", distill=config.DistillParams(images=str(photos), steps=3))
     with pytest.raises(InputMissingError) as err:
-        teachers.resolve(params, seed=0)
+        resolve(params, seed=0)
     message = str(err.value)
     assert "vadbench run" in message and "vadbench distill-teacher --backbone mobilenet_v2" in message
     assert f"--images {photos}" in message and "--steps 3" in message
-    expected = teachers.cached_teacher_path(teachers.settings_of(params))
+    expected = cached_teacher_path(settings_of(params))
     assert str(expected) in message and expected.parent == tmp_path / "cache" / "teachers"
 
 
 def test_cache_key_follows_settings_and_images(photos, tmp_path):
     base = distill.DistillSettings(images=str(photos), **TINY)
-    assert teachers.cache_key(base) == teachers.cache_key(distill.DistillSettings(images=str(photos), **TINY))
-    assert teachers.cache_key(base) != teachers.cache_key(distill.DistillSettings(images=str(photos), **{**TINY, "steps": 41}))
+    assert teacher_key(base) == teacher_key(distill.DistillSettings(images=str(photos), **TINY))
+    assert teacher_key(base) != teacher_key(distill.DistillSettings(images=str(photos), **{**TINY, "steps": 41}))
     extra = tmp_path / "more"
     extra.mkdir()
     for f in distill.training_images(photos):
         (extra / f.name).write_bytes(f.read_bytes())
     more = distill.DistillSettings(images=str(extra), **TINY)
-    key = teachers.cache_key(more)
+    key = teacher_key(more)
     (extra / "new.png").write_bytes(distill.training_images(photos)[0].read_bytes())
-    assert teachers.cache_key(more) != key
+    assert teacher_key(more) != key

@@ -13,8 +13,7 @@ from PIL import Image
 
 import replicas
 from vadbench.config import DatasetSpec, EvaluationSpec, ModelSpec, RunSpec, TrainSpec
-from vadbench.data import cache
-from vadbench.data import datamodules as data
+from vadbench.data import cache, datamodules
 
 ROUNDING = 0.5 / 255 + 1e-6  # the cache keeps images as uint8
 
@@ -35,7 +34,7 @@ def datamodule(root: Path, kind: str = "mvtec_ad", category: str = "toothbrush",
     model = ModelSpec(name="m", kind="padim", image_size=64, train=TrainSpec(max_epochs=1, batch_size=4))
     ds = DatasetSpec(name=kind, kind=kind, categories=[category], root=str(root))
     run = RunSpec("t", "f", model, ds, category, 0, "cpu", EvaluationSpec(eval_batch_size=5, image_cache=image_cache))
-    return data.build_datamodule(run, 4)
+    return datamodules.build_datamodule(run, 4)
 
 
 def transform(size: int = 64):

@@ -1,7 +1,7 @@
 """Kaggle shards offline: folder contents, push/status/pull through a fake API, the kernel's own run path.
 
 No test touches the network: `FakeKaggle` (tests/kaggle_fake.py, strict: it refuses what Kaggle
-refuses) stands in for `kaggle_api.KaggleApiBoundary` and keeps what was pushed.
+refuses) stands in for `api.KaggleApiBoundary` and keeps what was pushed.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from PIL import Image
 from kaggle_fake import FakeKaggle
 from vadbench import records
 from vadbench.cli import main as cli_main
-from vadbench.errors import ConfigError
-from vadbench.launch import execute, kaggle_kernel, kaggle_rules
-from vadbench.launch import kaggle as kaggle_runs
-from vadbench.report import tables as report
+from vadbench.errors import ConfigError, KaggleSetupError
+from vadbench.launch import execute, parameters
+from vadbench.launch.kaggle import pull, push, rules
+from vadbench.launch.kaggle.kernel import layout, session
+from vadbench.report.tables import load_frame, per_category_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DUMMY_KEY = "dummy-kaggle-key-7f3a9c51e2"
@@ -50,17 +51,17 @@ def code_cells(nb) -> list[str]:
 
 
 def test_dry_run_writes_one_valid_kernel_folder_per_model_and_dataset(project):
-    shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
+    shards = push.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
     models = ["draem", "efficientad_s", "patchcore", "padim"]
     assert [s.slug[:-9] for s in shards] == [f"vadbench-demo-{m.replace('_', '-')}-demo" for m in models]
-    assert [s.slug for s in kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)] == [s.slug for s in shards]
+    assert [s.slug for s in push.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)] == [s.slug for s in shards]
     manifest = json.loads((project / "outputs/kaggle/demo/shards.json").read_text())
     assert [s["kernel_id"] for s in manifest["shards"]] == [f"tester/{s.slug}" for s in shards]
     exp_text = (project / DEMO).read_text()
     for shard in shards:
         folder = Path(shard.folder)
         meta = json.loads((folder / "kernel-metadata.json").read_text())
-        assert meta["id"] == f"tester/{shard.slug}" and kaggle_rules.slugify(meta["title"]) == shard.slug
+        assert meta["id"] == f"tester/{shard.slug}" and rules.slugify(meta["title"]) == shard.slug
         assert len(shard.slug) <= 50 and len(shard.slug.split("-")[-1]) == 8
         assert (meta["kernel_type"], meta["language"], meta["enable_gpu"], meta["enable_internet"]) == \
             ("notebook", "python", True, True)
@@ -70,10 +71,14 @@ def test_dry_run_writes_one_valid_kernel_folder_per_model_and_dataset(project):
         nb = nbformat.read(folder / meta["code_file"], as_version=4)
         nbformat.validate(nb)
         params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        values = {}
         for stmt in ast.parse(params.source).body:  # literals only, one annotated assignment each
             assert isinstance(stmt, ast.AnnAssign), ast.dump(stmt)
-            values[stmt.target.id] = ast.literal_eval(stmt.value)
+            ast.literal_eval(stmt.value)
+        injected = nb.cells[nb.cells.index(params) + 1]  # the shard's values, set the papermill way
+        assert injected.metadata["tags"] == ["injected-parameters"]
+        values = {}
+        exec(injected.source, {}, values)  # what the kernel runs
+        assert values == dict(nb.metadata.papermill.parameters)  # and what papermill remembers
         assert values["experiment_yaml"] == exp_text and values["experiment_path"] == DEMO
         model = models[shards.index(shard)]
         assert values["runs"] == [[model, "demo", c, 0] for c in ("brick", "grass", "gravel")]
@@ -81,12 +86,12 @@ def test_dry_run_writes_one_valid_kernel_folder_per_model_and_dataset(project):
         for source in code_cells(nb):  # no def/class, and the run goes through runner.run_experiment
             tree = ast.parse(source)
             assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
-        assert any("kaggle_kernel.run_shard(" in s for s in code_cells(nb))
+        assert any("session.run_shard(" in s for s in code_cells(nb))
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
 def test_code_dataset_holds_an_installable_wheel_of_this_checkout(project, tmp_path):
-    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
+    push.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
     code = project / "outputs/kaggle/code"
     assert json.loads((code / "dataset-metadata.json").read_text())["id"] == "tester/vadbench-code"
     assert (code / "train_evaluate.ipynb").read_bytes() == (ROOT / "notebooks/train_evaluate.ipynb").read_bytes()
@@ -97,37 +102,37 @@ def test_code_dataset_holds_an_installable_wheel_of_this_checkout(project, tmp_p
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
                            "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert (target / "vadbench/launch/kaggle_kernel.py").is_file()
+    assert (target / "vadbench/launch/kaggle/kernel/session.py").is_file()
     assert list(target.glob("vadbench-*.dist-info/METADATA"))
 
 
 def test_shard_keys_accelerator_and_errors(project):
-    shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["model", "dataset", "category"],
+    shards = push.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["model", "dataset", "category"],
                               accelerator="NvidiaTeslaP100", dry_run=True)
     assert len(shards) == 4 * 3 and all(len(s.runs) == 1 and len(s.slug) <= 50 for s in shards)
     meta = json.loads((Path(shards[0].folder) / "kernel-metadata.json").read_text())
     assert meta["machine_shape"] == "NvidiaTeslaP100"
     with pytest.raises(ConfigError, match="--shard-by 'gpu' is not one of"):
-        kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["gpu"], dry_run=True)
+        push.push(DEMO, "outputs/kaggle", KPARAMS, shard_by=["gpu"], dry_run=True)
     spec = yaml.safe_load((project / KPARAMS).read_text())
     del spec["mounts"]["outputs/data/demo_penalty"]  # penalty images: fetched in the kernel (internet on) ...
     (project / "k.yaml").write_text(yaml.safe_dump(spec))
-    fetching = kaggle_runs.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
+    fetching = push.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
     nb = nbformat.read(Path(fetching[1].folder) / f"{fetching[1].slug}.ipynb", as_version=4)
-    assert "fetch: list = ['imagenette:outputs/data/demo_penalty']" in nb.cells[1].source
+    assert parameters.values(nb)["fetch"] == ['imagenette:outputs/data/demo_penalty']
     (project / "k.yaml").write_text(yaml.safe_dump({**spec, "fetch_inputs": False}))  # ... unless fetching is off
-    with pytest.raises(kaggle_runs.KaggleSetupError, match="outputs/data/demo_penalty: not on Kaggle; mount it, or "
+    with pytest.raises(KaggleSetupError, match="outputs/data/demo_penalty: not on Kaggle; mount it, or "
                        "turn on enable_internet and fetch_inputs"):
-        kaggle_runs.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
+        push.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
     del spec["mounts"]["outputs/data/demo"]  # a dataset must be mounted
     (project / "k.yaml").write_text(yaml.safe_dump(spec))
-    with pytest.raises(kaggle_runs.KaggleSetupError, match="outputs/data/demo: not on Kaggle; mount it "):
-        kaggle_runs.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
-    with pytest.raises(kaggle_runs.KaggleSetupError, match="accelerator 'T4' is not a Kaggle machine shape"):
-        kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, accelerator="T4", dry_run=True)
+    with pytest.raises(KaggleSetupError, match="outputs/data/demo: not on Kaggle; mount it "):
+        push.push(DEMO, "outputs/kaggle", "k.yaml", dry_run=True)
+    with pytest.raises(KaggleSetupError, match="accelerator 'T4' is not a Kaggle machine shape"):
+        push.push(DEMO, "outputs/kaggle", KPARAMS, accelerator="T4", dry_run=True)
     (project / "bad.yaml").write_text("accelerator: T4\ngpu: true\n")
     with pytest.raises(ConfigError, match="unknown key 'gpu'"):
-        kaggle_runs.push(DEMO, "outputs/kaggle", "bad.yaml", dry_run=True)
+        push.push(DEMO, "outputs/kaggle", "bad.yaml", dry_run=True)
 
 
 def test_cli_dry_run(project, capsys):
@@ -153,12 +158,12 @@ def fake_kernel_output(root: Path, exp: str, category: str, auroc: float) -> Pat
 
 def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
     fake = FakeKaggle()
-    shards = kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
+    shards = push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
     assert [p[0] for p in fake.pushed] == [s.kernel_id for s in shards]
     assert all(p[1] == "NvidiaTeslaT4" and p[2] == 43200 for p in fake.pushed)
     assert fake.datasets == {"tester/vadbench-code": 1}
     assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/1" for p in fake.pushed)  # pinned, ready
-    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
+    push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
     assert fake.datasets == {"tester/vadbench-code": 2}  # second push versions the code dataset
     assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/2" for p in fake.pushed[4:])
 
@@ -167,33 +172,33 @@ def test_push_status_pull_through_the_fake_api(project, tmp_path, caplog):
     others = [s.kernel_id for s in shards[1:]]  # EfficientAD, PatchCore, PaDiM still running
     for kernel in others:
         fake.states[kernel] = "running"
-    assert kaggle_runs.status("outputs/kaggle", api=fake) == [(draem, "complete", "", None)] + [
+    assert pull.status("outputs/kaggle", api=fake) == [(draem, "complete", "", None)] + [
         (k, "running", "", None) for k in others]
 
-    first = kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
+    first = pull.pull("outputs/kaggle", "outputs/runs", api=fake)
     assert first.added == ["demo/draem/demo/brick/seed0"] and first.not_ready == [f"{k} (running)" for k in others]
     pulled = records.read_record(project / "outputs/runs/demo/draem/demo/brick/seed0")
     assert pulled["metrics"]["image_auroc"] == 0.9
     assert (project / "outputs/runs/demo/draem/demo/brick/seed0/scores.csv").is_file()
-    table = report.per_category_table(report.load_frame("outputs/runs"))  # the report sees the pulled run
+    table = per_category_table(load_frame("outputs/runs"))  # the report sees the pulled run
     assert list(table["category"]) == ["brick"] and table["image_auroc"].iloc[0] == 0.9
 
-    again = kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
+    again = pull.pull("outputs/kaggle", "outputs/runs", api=fake)
     assert again.added == [] and again.unchanged == ["demo/draem/demo/brick/seed0"]
 
     shutil.rmtree(tmp_path / "k1")
     fake.outputs[draem] = fake_kernel_output(tmp_path / "k1", "demo", "brick", 0.1)  # a different result
-    clash = kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
+    clash = pull.pull("outputs/kaggle", "outputs/runs", api=fake)
     assert clash.conflicts == ["demo/draem/demo/brick/seed0"] and clash.added == []
     assert records.read_record(project / "outputs/runs/demo/draem/demo/brick/seed0")["metrics"]["image_auroc"] == 0.9
 
 
 def test_credentials_never_written(project, tmp_path):
     fake = FakeKaggle()
-    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
-    kaggle_runs.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
+    push.push(DEMO, "outputs/kaggle", KPARAMS, api=fake, poll_s=0)
+    push.push(DEMO, "outputs/kaggle", KPARAMS, dry_run=True)
     fake.outputs = {s[0]: fake_kernel_output(tmp_path / s[0].split("/")[1], "demo", s[0][-4:], 0.5) for s in fake.pushed[:1]}
-    kaggle_runs.pull("outputs/kaggle", "outputs/runs", api=fake)
+    pull.pull("outputs/kaggle", "outputs/runs", api=fake)
     files = [p for p in (project / "outputs").rglob("*") if p.is_file()]
     assert len(files) > 8
     for path in files:
@@ -206,8 +211,8 @@ def test_credentials_never_written(project, tmp_path):
 
 
 def test_importing_vadbench_kaggle_modules_does_not_import_kaggle():
-    modules = ("vadbench.launch.kaggle, vadbench.launch.kaggle_api, vadbench.launch.kaggle_kernel, "
-               "vadbench.launch.kaggle_rehearse, vadbench.cli")
+    modules = ("vadbench.launch.kaggle.push, vadbench.launch.kaggle.pull, vadbench.launch.kaggle.api, "
+               "vadbench.launch.kaggle.kernel.session, vadbench.launch.kaggle.rehearse, vadbench.cli")
     code = f"import sys, {modules}; print('kaggle' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "KAGGLE_KEY": DUMMY_KEY, "KAGGLE_USERNAME": "tester"})
@@ -254,10 +259,10 @@ def test_kernel_side_prepares_mounts_and_runs_only_its_shard(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     for var in ("VADBENCH_NOTEBOOKS", "VADBENCH_GIT_COMMIT"):
         monkeypatch.setenv(var, os.environ.get(var, ""))  # restored after the test
-    work = kaggle_kernel.prepare(str(tmp_path / "work"), code, "params/experiments/k.yaml", yaml.safe_dump(exp),
+    work = layout.prepare_project(str(tmp_path / "work"), code, "params/experiments/k.yaml", yaml.safe_dump(exp),
                                  {"outputs/data/demo": "someone/vadbench-demo-data/demo"}, "abc123", input_root=inputs)
     assert Path.cwd() == work and (work / "outputs/data/demo").resolve() == (inputs / "vadbench-demo-data/demo").resolve()
-    summary = kaggle_kernel.run_shard("params/experiments/k.yaml", [["draem", "demo", "grass", 0]],
+    summary = session.run_shard("params/experiments/k.yaml", [["draem", "demo", "grass", 0]],
                                       str(tmp_path / "working/runs"))
     assert list(summary["category"]) == ["grass"] and list(summary["status"]) == ["ok"]
     record = records.read_record(tmp_path / "working/runs/k/draem/demo/grass/seed0")

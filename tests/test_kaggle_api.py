@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from vadbench.launch.kaggle_api import KaggleApiBoundary, KaggleApiError
+from vadbench.launch.kaggle.api import KaggleApiBoundary, KaggleApiError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,9 @@ import pytest
 
 from vadbench import config, records
 from vadbench.cli import main as cli_main
-from vadbench.data import demo as demo_data
-from vadbench.launch import kaggle_rehearse
+from vadbench.data.demo import DemoSpec, build_demo_dataset
+from vadbench.launch import parameters
+from vadbench.launch.kaggle import rehearse
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ("padim", "demo", "brick", 0)
@@ -38,19 +39,19 @@ def test_editor_notebook_is_the_shard_install_then_the_run(at_root, tmp_path):
     assert len(tagged) == 1  # one parameters cell: the shard template's, literals only
     for stmt in ast.parse(tagged[0].source).body:
         assert isinstance(stmt, ast.AnnAssign) and isinstance(ast.literal_eval(stmt.value), (str, int, float, bool, list, dict))
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and nb.cells.index(injected[0]) == nb.cells.index(tagged[0]) + 1
     template = nbformat.read(ROOT / "notebooks/kaggle_shard.ipynb", as_version=4)
     install = next(c.source for c in template.cells if c.cell_type == "code" and "-m\", \"pip\"" in c.source)
     assert install in [c.source for c in nb.cells]
     run_nb = nbformat.read(ROOT / "notebooks/train_evaluate.ipynb", as_version=4)
-    tail = nb.cells[-len(run_nb.cells):]
-    for ours, theirs in zip(tail, run_nb.cells, strict=True):
-        if "parameters" in theirs.metadata.get("tags", []):
-            assert "model: str = 'padim'" in ours.source and "output_dir: str = '/kaggle/working/runs'" in ours.source
-        else:
-            assert ours.source == theirs.source
+    tail = nb.cells[-len(run_nb.cells) - 1:]  # train_evaluate's cells, with papermill's cell after its parameters
+    run_values = next(c for c in tail if 'model = "padim"' in c.source)
+    assert tail.index(run_values) == next(i for i, c in enumerate(run_nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    assert 'output_dir = "/kaggle/working/runs"' in run_values.source and not run_values.metadata.get("tags")
+    assert [c.source for c in tail if c is not run_values] == [c.source for c in run_nb.cells]
     assert "`tester/vadbench-code`, `your-kaggle-username/vadbench-demo-data` (Add data)" in nb.cells[0].source
-    wheel = next(ast.literal_eval(s.value) for s in ast.parse(tagged[0].source).body if s.target.id == "wheel")
-    assert (tmp_path / "k/code" / wheel).is_file()
+    assert (tmp_path / "k/code" / parameters.values(nb)["wheel"]).is_file()
 
 
 def test_editor_notebook_for_a_run_not_in_the_grid_names_the_choices(at_root, tmp_path, capsys):
@@ -67,18 +68,17 @@ def test_editor_notebook_runs_in_a_kaggle_replica(at_root, tmp_path):
     lands in /kaggle/working with the config hash of the same run at home."""
     notebook = nbformat.read(generate(tmp_path / "k"), as_version=4)
     demo = tmp_path / "demo"
-    demo_data.build_demo_dataset(demo, demo_data.DemoSpec(categories=("brick",), n_train=10, n_test_good=4,
+    build_demo_dataset(demo, DemoSpec(categories=("brick",), n_train=10, n_test_good=4,
                                                           n_test_defect=4))
     base, working = tmp_path / "replica", tmp_path / "working"
     working.mkdir()
-    params = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-    kaggle_rehearse.set_params(notebook, params, {
+    notebook = parameters.parameterize(notebook, {
         "work_dir": str(base / "project"), "scratch_dir": str(base / "scratch"), "site_dir": str(base / "site"),
         "pip_options": ["--no-index"], "require_gpu": False})
     base.mkdir()
     nbformat.write(notebook, base / "kernel.ipynb")
     binds = [(tmp_path / "k/code", "vadbench-code"), (demo, "vadbench-demo-data/demo")]
-    done = kaggle_rehearse.execute_in_replica(base / "kernel.ipynb", base / "executed.ipynb", binds, working, base,
+    done = rehearse.execute_in_replica(base / "kernel.ipynb", base / "executed.ipynb", binds, working, base,
                                               namespace=True)
     assert done.returncode == 0, done.stderr[-4000:]
     record = records.read_record(records.run_dir(working / "runs", "demo", *RUN))

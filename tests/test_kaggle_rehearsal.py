@@ -13,10 +13,9 @@ import yaml
 import replicas
 from vadbench import records
 from vadbench.config import expand_runs, load_experiment
-from vadbench.data.registry import MVTEC_AD_COUNTS, VISA_COUNTS
-from vadbench.launch import kaggle as kaggle_runs
-from vadbench.launch import kaggle_rehearse
+from vadbench.launch.kaggle import push, rehearse
 from vadbench.launch.runner import run_experiment
+from vadbench.registry import MVTEC_AD_COUNTS, VISA_COUNTS
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "params/experiments/study_baseline.yaml"
@@ -49,7 +48,7 @@ def banner_text(notebook: str) -> str:
 @pytest.mark.slow
 def test_rehearsal_of_the_study_shards_and_pull(study):
     kaggle_existed = Path("/kaggle").exists()
-    done = kaggle_rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem", smoke=True)
+    done = rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem", smoke=True)
     assert [d["shard"][:-9] for d in done] == [f"vadbench-study-baseline-draem-{d}" for d in ("mvtec-ad", "visa", "wfdd")]
     for summary in done:
         assert summary["ok"] and len(summary["finished"]) == 1 and not summary["failed"] and not summary["deferred"]
@@ -62,7 +61,7 @@ def test_rehearsal_of_the_study_shards_and_pull(study):
     replica = study / "outputs/kaggle-rehearsal/study_baseline/replica" / visa["shard"]
     assert list(replica.glob("scratch/visa/*/visa_pytorch/candle"))  # converted in the scratch root
 
-    pulled = kaggle_rehearse.pull_rehearsal("outputs/runs")
+    pulled = rehearse.pull_rehearsal("outputs/runs")
     assert sorted(pulled.added) == [f"study_baseline/draem/{d}/{c}/seed0" for d, c in
                                     (("mvtec_ad", "bottle"), ("visa", "candle"), ("wfdd", "grey_cloth"))]
     local = {(r.dataset.name, r.category): r.config_hash for r in expand_runs(load_experiment(SMOKE))
@@ -79,35 +78,35 @@ def test_short_deadline_defers_runs_and_push_pending_picks_them_up(study):
     """A deadline too short for both runs of a shard: what is not finished is deferred (how many depends on this
     machine's speed, so the split is read from the kernel's own status), and `push --pending` picks up exactly those."""
     both = ["draem wfdd/grey_cloth seed0", "draem wfdd/grid_cloth seed0"]
-    done = kaggle_rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True,
+    done = rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True,
                                     deadline_s=30, smoke_categories=2)
     (summary,) = done
     assert summary["ok"] and summary["deferred"] and sorted(summary["finished"] + summary["deferred"]) == both
     assert summary["deferred"] == both[len(summary["finished"]):]  # in grid order: once one is deferred, the rest are
     status = json.loads((Path("outputs/kaggle-rehearsal/study_baseline/downloads") / summary["shard"] /
-                         kaggle_runs.STATUS_FILE).read_text())
+                         records.SHARD_STATUS_FILE).read_text())
     assert status["deferred"] == summary["deferred"] and status["deadline_s"] == 30
-    added = kaggle_rehearse.pull_rehearsal("outputs/runs").added
+    added = rehearse.pull_rehearsal("outputs/runs").added
     assert added == [f"study_baseline/draem/wfdd/{label.split('/')[1].split()[0]}/seed0" for label in summary["finished"]]
-    shards = kaggle_runs.push(SMOKE, "outputs/kaggle", "kaggle.yaml", dry_run=True, pending_in="outputs/runs")
+    shards = push.push(SMOKE, "outputs/kaggle", "kaggle.yaml", dry_run=True, pending_in="outputs/runs")
     wfdd = next(s for s in shards if s.slug == summary["shard"])  # the same stable kernel name
     assert [f"{m} {d}/{c} seed{s}" for m, d, c, s in wfdd.runs] == summary["deferred"]
 
 
 def another_wheel(monkeypatch) -> None:
     """Generate kernels that expect a different wheel than the one in the code dataset."""
-    real = kaggle_runs.build_code_folder
+    real = push.build_code_folder
 
     def pushed_elsewhere(*args, **kwargs):
         wheel, _, commit = real(*args, **kwargs)
         return wheel, "0" * 64, commit
 
-    monkeypatch.setattr(kaggle_runs, "build_code_folder", pushed_elsewhere)
+    monkeypatch.setattr(push, "build_code_folder", pushed_elsewhere)
 
 
 def test_a_kernel_with_another_wheel_stops_before_installing_it(study, monkeypatch):
     another_wheel(monkeypatch)
-    (summary,) = kaggle_rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True)
+    (summary,) = rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True)
     assert not summary["ok"] and summary["finished"] == summary["deferred"] == []
     nb = nbformat.read(summary["notebook"], as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
@@ -117,8 +116,8 @@ def test_a_kernel_with_another_wheel_stops_before_installing_it(study, monkeypat
 
 def test_without_unshare_the_inputs_are_read_only_copies(study, monkeypatch):
     another_wheel(monkeypatch)
-    monkeypatch.setattr(kaggle_rehearse.os, "geteuid", lambda: 1000)  # as a user without root
-    (summary,) = kaggle_rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True)
+    monkeypatch.setattr(rehearse.os, "geteuid", lambda: 1000)  # as a user without root
+    (summary,) = rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True)
     assert not summary["namespace"] and not summary["ok"]
     inputs = Path(summary["notebook"]).parent / "kaggle/input"
     assert sorted(p.name for p in inputs.iterdir()) == ["dtd-textures", "vadbench-code", "wfdd-data"]

@@ -16,9 +16,10 @@ from kaggle_fake import FakeKaggle
 from vadbench import records
 from vadbench.config import expand_runs, load_experiment
 from vadbench.errors import InputMissingError, KaggleSetupError
-from vadbench.launch import kaggle as kaggle_runs
-from vadbench.launch import kaggle_inputs, kaggle_kernel
-from vadbench.launch.kaggle_api import KaggleApiError
+from vadbench.launch.kaggle import pull, push
+from vadbench.launch.kaggle.api import KaggleApiError
+from vadbench.launch.kaggle.kernel import inputs, layout, session
+from vadbench.launch.kaggle.shards import load_manifests
 
 ROOT = Path(__file__).resolve().parents[1]
 UPLOADS = {"mvtec_ad": "mvtec-ad", "visa": "visa-20220922", "wfdd": "wfdd-dataset"}  # params/kaggle/kaggle.yaml
@@ -38,7 +39,7 @@ def project(tmp_path, monkeypatch):
 def test_study_files_push_unedited_with_short_unique_names(project, name):
     path = f"params/experiments/{name}.yaml"
     text = (project / path).read_text()
-    shards = kaggle_runs.push(path, "outputs/kaggle", "params/kaggle/kaggle.yaml", shard_by=["model", "dataset", "category"],
+    shards = push.push(path, "outputs/kaggle", "params/kaggle/kaggle.yaml", shard_by=["model", "dataset", "category"],
                               dry_run=True)
     assert (project / path).read_text() == text
     exp = load_experiment(path)
@@ -56,8 +57,8 @@ def test_study_files_push_unedited_with_short_unique_names(project, name):
         else:
             assert "dtd:datasets/dtd/images" in params
     fake = FakeKaggle()
-    kaggle_runs.push(path, "outputs/kaggle", "params/kaggle/kaggle.yaml", api=fake, poll_s=0)
-    manifest = kaggle_runs.load_manifests("outputs/kaggle", exp.name)[0]
+    push.push(path, "outputs/kaggle", "params/kaggle/kaggle.yaml", api=fake, poll_s=0)
+    manifest = load_manifests("outputs/kaggle", exp.name)[0]
     assert [p[0] for p in fake.pushed] == [s["kernel_id"] for s in manifest["shards"]]
     assert all(p[3]["dataset_sources"][0] == "tester/vadbench-code/1" for p in fake.pushed)
 
@@ -65,19 +66,19 @@ def test_study_files_push_unedited_with_short_unique_names(project, name):
 def test_strict_service_refuses_what_kaggle_refuses(project):
     demo, kparams = "params/experiments/demo.yaml", "params/kaggle/kaggle.yaml"
     with pytest.raises(KaggleApiError, match="not the authenticated user"):
-        kaggle_runs.push(demo, "outputs/kaggle", kparams, api=FakeKaggle(user="someone-else"), poll_s=0)
+        push.push(demo, "outputs/kaggle", kparams, api=FakeKaggle(user="someone-else"), poll_s=0)
     spec = yaml.safe_load((project / kparams).read_text())
     for bad, message in (({"code_dataset": "code"}, "dataset slug 'code'"),
                          ({"kernel_prefix": "x" * 60}, None),
                          ({"accelerator": "NvidiaTeslaV100"}, "not a Kaggle machine shape")):
         (project / "k.yaml").write_text(yaml.safe_dump({**spec, **bad}))
         if message is None:  # a long prefix is cut: names stay within 50 characters
-            assert all(len(s.slug) <= 50 for s in kaggle_runs.push(demo, "outputs/kaggle", "k.yaml", dry_run=True))
+            assert all(len(s.slug) <= 50 for s in push.push(demo, "outputs/kaggle", "k.yaml", dry_run=True))
             continue
         with pytest.raises(KaggleSetupError, match=message):
-            kaggle_runs.push(demo, "outputs/kaggle", "k.yaml", dry_run=True)
+            push.push(demo, "outputs/kaggle", "k.yaml", dry_run=True)
     fake = FakeKaggle()
-    kaggle_runs.push(demo, "outputs/kaggle", kparams, api=fake, poll_s=0)
+    push.push(demo, "outputs/kaggle", kparams, api=fake, poll_s=0)
     meta_path = next((project / "outputs/kaggle/demo/kernels").glob("*/kernel-metadata.json"))
     folder = meta_path.parent
     meta = json.loads(meta_path.read_text())
@@ -101,7 +102,7 @@ def test_push_waits_for_the_code_version_and_an_error_status_stops_it(project):
             return ("error", 1) if dataset_id in self.datasets else ("missing", None)
 
     with pytest.raises(KaggleApiError, match="could not process the code dataset"):
-        kaggle_runs.push("params/experiments/demo.yaml", "outputs/kaggle", "params/kaggle/kaggle.yaml", api=Failing(),
+        push.push("params/experiments/demo.yaml", "outputs/kaggle", "params/kaggle/kaggle.yaml", api=Failing(),
                          poll_s=0)
 
     class Slow(FakeKaggle):
@@ -110,7 +111,7 @@ def test_push_waits_for_the_code_version_and_an_error_status_stops_it(project):
 
     slow = Slow()
     with pytest.raises(KaggleApiError, match="not ready after"):
-        kaggle_runs.push("params/experiments/demo.yaml", "outputs/kaggle", _wait(project, 0.02), api=slow, poll_s=0.01)
+        push.push("params/experiments/demo.yaml", "outputs/kaggle", _wait(project, 0.02), api=slow, poll_s=0.01)
     assert slow.pushed == []  # no kernel pushed against a code version that is not ready
 
 
@@ -131,29 +132,29 @@ def test_pending_status_counts_and_logs(project):
         records.write_record(folder, {"status": "ok", "config_hash": run.config_hash, "experiment": run.experiment})
         (folder / records.NOTEBOOK_FILE).write_text('{"cells": []}')
     fake = FakeKaggle()
-    first = kaggle_runs.push(demo, "outputs/kaggle", kparams, api=fake, poll_s=0)
-    shards = kaggle_runs.push(demo, "outputs/kaggle", kparams, api=fake, pending_in="outputs/runs", poll_s=0)
-    listed = [s["slug"] for s in kaggle_runs.load_manifests("outputs/kaggle")[0]["shards"]]
+    first = push.push(demo, "outputs/kaggle", kparams, api=fake, poll_s=0)
+    shards = push.push(demo, "outputs/kaggle", kparams, api=fake, pending_in="outputs/runs", poll_s=0)
+    listed = [s["slug"] for s in load_manifests("outputs/kaggle")[0]["shards"]]
     assert sorted(listed) == sorted(s.slug for s in first)  # the finished DRAEM shard stays listed for status/pull
     pushed = sorted(f"{m} {d}/{c} seed{s}" for shard in shards for m, d, c, s in shard.runs)
     assert pushed == sorted(set(runs) - set(done))
     assert not any(s.slug.startswith("vadbench-demo-draem") for s in shards)  # nothing left to run there
     padim = next(s for s in shards if s.slug.startswith("vadbench-demo-padim"))
-    status_file = project / "outputs/kaggle/demo/downloads" / padim.slug / kaggle_runs.STATUS_FILE
+    status_file = project / "outputs/kaggle/demo/downloads" / padim.slug / records.SHARD_STATUS_FILE
     status_file.parent.mkdir(parents=True)
     status_file.write_text(json.dumps({"finished": ["a"], "failed": [], "deferred": ["b", "c"]}))
-    rows = {r[0]: r[3] for r in kaggle_runs.status("outputs/kaggle", api=fake)}
+    rows = {r[0]: r[3] for r in pull.status("outputs/kaggle", api=fake)}
     assert rows[padim.kernel_id] == {"finished": 1, "failed": 0, "deferred": 2}
     fake.logs[padim.kernel_id] = "[1/2] padim demo/grass seed0 starting"
-    assert kaggle_runs.logs(padim.slug, "outputs/kaggle", api=fake) == "[1/2] padim demo/grass seed0 starting"
+    assert pull.logs(padim.slug, "outputs/kaggle", api=fake) == "[1/2] padim demo/grass seed0 starting"
     with pytest.raises(KaggleSetupError, match="no shard 'nope'"):
-        kaggle_runs.logs("nope", "outputs/kaggle", api=fake)
+        pull.logs("nope", "outputs/kaggle", api=fake)
 
 
 def test_deadline_defers_runs_that_would_end_too_late(tmp_path):
     runs = expand_runs(load_experiment(ROOT / "params/experiments/demo.yaml"))[:3]
     out = tmp_path / "working/runs"
-    gate = kaggle_kernel.Deadline(time.time(), 100.0, 0.0, tmp_path / "working/shard_status.json", out)
+    gate = session.Deadline(time.time(), 100.0, 0.0, tmp_path / "working/shard_status.json", out)
     assert gate(runs[0], 1, 3)  # nothing measured yet: the first run starts
     run = runs[0]
     folder = records.run_dir(out, run.experiment, run.model.name, run.dataset.name, run.category, run.seed)
@@ -176,34 +177,34 @@ def test_visa_from_a_read_only_input_gets_a_scratch_root(tmp_path):
     source = build_visa_raw(tmp_path / "input/visa", {"candle": (4, 2, 2)})
     for path in [source, *source.rglob("*")]:
         path.chmod(path.stat().st_mode & ~0o222)
-    root = kaggle_kernel.writable_visa(source, tmp_path / "scratch/visa")
+    root = layout.writable_visa(source, tmp_path / "scratch/visa")
     assert root == tmp_path / "scratch/visa" and (root / "candle/Data/Images/Normal").stat().st_mode & 0o200
     assert (root / "split_csv/1cls.csv").read_bytes() == (source / "split_csv/1cls.csv").read_bytes()
     (root / "candle/Data/Images/Normal/0000.JPG").unlink()  # a second call (same session) does not copy again
-    assert kaggle_kernel.writable_visa(source, root) == root and not (root / "candle/Data/Images/Normal/0000.JPG").exists()
+    assert layout.writable_visa(source, root) == root and not (root / "candle/Data/Images/Normal/0000.JPG").exists()
     converted = tmp_path / "input/visa-converted/visa_pytorch/candle/train/good"
     converted.mkdir(parents=True)
     os.chmod(tmp_path / "input/visa-converted", 0o555)
-    assert kaggle_kernel.writable_visa(tmp_path / "input/visa-converted", tmp_path / "s2") == tmp_path / "input/visa-converted"
+    assert layout.writable_visa(tmp_path / "input/visa-converted", tmp_path / "s2") == tmp_path / "input/visa-converted"
 
 
 def test_fetched_inputs_are_verified(tmp_path, monkeypatch):
     from replicas import build_folder
 
     folder = build_folder(tmp_path / "dtd", categories=("banded",), n_good=5, n_defect=0, masks=False)
-    monkeypatch.setitem(kaggle_inputs.EXPECTED_IMAGES, "dtd", 5)
-    facts = kaggle_inputs.verify_images(folder, "dtd", "https://example/dtd.tar.gz")
+    monkeypatch.setitem(inputs.EXPECTED_IMAGES, "dtd", 5)
+    facts = inputs.verify_images(folder, "dtd", "https://example/dtd.tar.gz")
     assert facts["images"] == 5 and facts["source"] == "https://example/dtd.tar.gz"
-    monkeypatch.setitem(kaggle_inputs.EXPECTED_IMAGES, "dtd", 5640)
+    monkeypatch.setitem(inputs.EXPECTED_IMAGES, "dtd", 5640)
     with pytest.raises(InputMissingError, match="5 images, expected at least 5640 .an empty or partial download"):
-        kaggle_inputs.verify_images(folder, "dtd", "x")
+        inputs.verify_images(folder, "dtd", "x")
     teacher = tmp_path / "pretrained_teacher_small.pth"
     torch.save({"w": torch.ones(2)}, teacher)
-    facts = kaggle_inputs.verify_teacher(teacher, "anomalib release")
+    facts = inputs.verify_teacher(teacher, "anomalib release")
     assert facts["tensors"] == 1 and len(facts["sha256"]) == 64
     teacher.write_bytes(b"truncated")
     with pytest.raises(InputMissingError, match="does not load"):
-        kaggle_inputs.verify_teacher(teacher, "x")
+        inputs.verify_teacher(teacher, "x")
 
 
 def test_fetch_uses_anomalibs_downloader_and_links_the_folder(tmp_path, monkeypatch):
@@ -219,13 +220,13 @@ def test_fetch_uses_anomalibs_downloader_and_links_the_folder(tmp_path, monkeypa
         build_folder(Path(root) / "dtd/images", categories=("banded",), n_good=3, n_defect=0, masks=False)
 
     monkeypatch.setattr(data_utils, "download_and_extract", fake_download)
-    monkeypatch.setitem(kaggle_inputs.EXPECTED_IMAGES, "dtd", 3)
+    monkeypatch.setitem(inputs.EXPECTED_IMAGES, "dtd", 3)
     monkeypatch.chdir(tmp_path)
-    facts = kaggle_inputs.fetch(["dtd:datasets/dtd/images"], tmp_path / "scratch")
+    facts = inputs.fetch_inputs(["dtd:datasets/dtd/images"], tmp_path / "scratch")
     assert calls == ["https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"]
     assert Path("datasets/dtd/images").resolve() == (tmp_path / "scratch/fetched/dtd/dtd/images").resolve()
     assert facts[0]["images"] == 3
-    kaggle_inputs.fetch(["dtd:datasets/dtd/images"], tmp_path / "scratch")  # present: not fetched again
+    inputs.fetch_inputs(["dtd:datasets/dtd/images"], tmp_path / "scratch")  # present: not fetched again
     assert len(calls) == 1
 
 
@@ -235,7 +236,7 @@ def test_banner_stops_when_a_gpu_was_asked_for_and_torch_sees_none(monkeypatch):
     import types
 
     monkeypatch.setitem(sys.modules, "vadbench._build", types.SimpleNamespace(BUILD_COMMIT="abc"))
-    facts = kaggle_kernel.banner(require_gpu=False)
+    facts = session.banner(require_gpu=False)
     assert facts["gpu"] == "none" and facts["commit"] == "abc" and facts["torch"] == torch.__version__
     with pytest.raises(KaggleSetupError, match="asked for a GPU but torch sees none"):
-        kaggle_kernel.banner(require_gpu=True)
+        session.banner(require_gpu=True)

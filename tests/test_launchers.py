@@ -15,10 +15,9 @@ import yaml
 
 from stand_in import make_project, stand_in_code
 from vadbench import records
-from vadbench.data import demo as demo_data
+from vadbench.data.demo import DemoSpec, build_demo_dataset
 from vadbench.errors import ConfigError
-from vadbench.launch import runner
-from vadbench.launch import workers as launchers
+from vadbench.launch import runner, workers
 
 STAND_IN = stand_in_code('"seen": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}, '
                          '"pid": os.getppid()', log=False)
@@ -32,34 +31,34 @@ def project(tmp_path, monkeypatch):
 
 def test_cpu_workers_share_the_cores(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert launchers.worker_envs(2, "cpu") == [{"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8"}] * 2
-    assert launchers.worker_envs(32, "cpu")[0]["OMP_NUM_THREADS"] == "1"
+    assert workers.worker_envs(2, "cpu") == [{"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8"}] * 2
+    assert workers.worker_envs(32, "cpu")[0]["OMP_NUM_THREADS"] == "1"
     with pytest.raises(ConfigError, match="--workers must be at least 1"):
-        launchers.worker_envs(0, "cpu")
+        workers.worker_envs(0, "cpu")
 
 
 def test_cuda_workers_get_one_gpu_each(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
-    assert launchers.worker_envs(None, "auto") == [{"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"}]
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in launchers.worker_envs(3, "cuda")] == ["2", "5", "2"]
-    assert "OMP_NUM_THREADS" in launchers.worker_envs(2, "cpu")[0]  # device cpu ignores the GPUs
+    assert workers.worker_envs(None, "auto") == [{"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"}]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in workers.worker_envs(3, "cuda")] == ["2", "5", "2"]
+    assert "OMP_NUM_THREADS" in workers.worker_envs(2, "cpu")[0]  # device cpu ignores the GPUs
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(ConfigError, match="no GPU is visible"):
-        launchers.worker_envs(2, "cuda")
+        workers.worker_envs(2, "cuda")
 
 
 def test_slurm_executor_gets_the_params(tmp_path):
     (tmp_path / "s.yaml").write_text("partition: gpu-long\ntime_min: 90\ngpus_per_node: 2\naccount: lab\n")
-    spec = launchers.load_slurm_spec(tmp_path / "s.yaml")
+    spec = workers.load_slurm_spec(tmp_path / "s.yaml")
     with mock.patch("submitit.AutoExecutor") as auto:
-        launchers.make_executor("slurm", tmp_path / "logs", spec)
+        workers.make_executor("slurm", tmp_path / "logs", spec)
     auto.assert_called_once_with(folder=str(tmp_path / "logs"), cluster="slurm")
     params = auto.return_value.update_parameters.call_args.kwargs
     assert (params["slurm_partition"], params["timeout_min"], params["gpus_per_node"], params["slurm_account"]) == \
         ("gpu-long", 90, 2, "lab")
     (tmp_path / "bad.yaml").write_text("partition: x\ngpus: 1\n")
     with pytest.raises(ConfigError, match="unknown key 'gpus'"):
-        launchers.load_slurm_spec(tmp_path / "bad.yaml")
+        workers.load_slurm_spec(tmp_path / "bad.yaml")
 
 
 @pytest.mark.parametrize("how", [{"workers": 2}, {"launcher": "submitit-local", "workers": 2}])
@@ -97,7 +96,7 @@ DETERMINISTIC = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1", "pixel
 
 @pytest.mark.slow
 def test_workers_and_submitit_local_match_a_plain_run(tmp_path):
-    demo_data.build_demo_dataset(tmp_path / "data/demo", demo_data.DemoSpec(
+    build_demo_dataset(tmp_path / "data/demo", DemoSpec(
         categories=("brick",), crop=64, n_train=8, n_test_good=3, n_test_defect=3))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     env = {k: v for k, v in os.environ.items() if k != "VADBENCH_NOTEBOOKS"}

@@ -11,7 +11,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from vadbench import records
-from vadbench.data import demo as demo_data
+from vadbench.data.demo import DemoSpec, build_demo_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def vadbench(cwd, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("bank")
-    demo_data.build_demo_dataset(root / "data/demo", demo_data.DemoSpec(categories=("brick",), crop=64, n_train=8,
+    build_demo_dataset(root / "data/demo", DemoSpec(categories=("brick",), crop=64, n_train=8,
                                                                         n_test_good=3, n_test_defect=3))
     (root / "bank.yaml").write_text(yaml.safe_dump(EXPERIMENT))
     done = vadbench(root, "run", "bank.yaml", "--output", "runs")

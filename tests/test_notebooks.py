@@ -15,7 +15,7 @@ from notebook_project import RUN, copy_project
 from vadbench import config, paths, records
 from vadbench.errors import ProjectRootError
 from vadbench.launch import execute
-from vadbench.run import progress as progress_mod
+from vadbench.run import progress
 
 # ---- the project root --------------------------------------------------------------------------
 
@@ -60,9 +60,9 @@ def test_runner_kernels_get_the_runners_folder_as_root(tmp_path, monkeypatch):
 
 def test_progress_lines_at_each_tenth_with_an_estimate(caplog, monkeypatch):
     now = [0.0]  # one second per step
-    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: now[0])
-    caplog.set_level(logging.INFO, logger=progress_mod.__name__)
-    bar = progress_mod.Progress("training m", 20, "steps", mode="lines")
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.INFO, logger=progress.__name__)
+    bar = progress.Progress("training m", 20, "steps", mode="lines")
     for _ in range(20):
         now[0] += 1.0
         bar.update()
@@ -73,7 +73,7 @@ def test_progress_lines_at_each_tenth_with_an_estimate(caplog, monkeypatch):
 
 
 def test_progress_bar_writes_to_stderr(capsys):
-    bar = progress_mod.Progress("scoring x", 4, "images", mode="bar")
+    bar = progress.Progress("scoring x", 4, "images", mode="bar")
     bar.update(4)
     bar.close()
     err = capsys.readouterr().err
@@ -81,7 +81,7 @@ def test_progress_bar_writes_to_stderr(capsys):
 
 
 def test_progress_off_shows_nothing(capsys, caplog):
-    bar = progress_mod.Progress("x", 3, "steps", mode="off")
+    bar = progress.Progress("x", 3, "steps", mode="off")
     bar.update(3)
     bar.close()
     assert capsys.readouterr().err == "" and caplog.records == []

@@ -18,7 +18,7 @@ import yaml
 from sklearn.metrics import f1_score, roc_auc_score
 
 from vadbench import records
-from vadbench.data import demo as demo_data
+from vadbench.data.demo import DemoSpec, build_anomaly_source, build_demo_dataset, build_penalty_images
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +47,10 @@ def vadbench(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    demo_data.build_demo_dataset(root / "data/demo", demo_data.DemoSpec(categories=("brick",), crop=64, n_train=8,
+    build_demo_dataset(root / "data/demo", DemoSpec(categories=("brick",), crop=64, n_train=8,
                                                                         n_test_good=3, n_test_defect=3))
-    demo_data.build_penalty_images(root / "data/penalty", n=4)
-    demo_data.build_anomaly_source(root / "data/source", n=4, size=64)
+    build_penalty_images(root / "data/penalty", n=4)
+    build_anomaly_source(root / "data/source", n=4, size=64)
     (root / "tiny.yaml").write_text(yaml.safe_dump(EXPERIMENT))
     done = vadbench(root, "run", "tiny.yaml", "--output", "runs")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -35,9 +35,9 @@ EXPERIMENT = {
                    "figure_images": 2},
 }
 SCALED = (20, 4, 6)
-SITECUSTOMIZE = f"""from vadbench.data import registry as datasets
-datasets.MVTEC_AD_COUNTS["toothbrush"] = {SCALED}
-datasets.VISA_COUNTS["capsules"] = {SCALED}
+SITECUSTOMIZE = f"""from vadbench import registry
+registry.MVTEC_AD_COUNTS["toothbrush"] = {SCALED}
+registry.VISA_COUNTS["capsules"] = {SCALED}
 """
 # (available after the hold-out, trained on, held out, test good, test defect)
 EXPECTED = {

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from vadbench import config, records
-from vadbench.data import demo as demo_data
+from vadbench.data.demo import DemoSpec, build_demo_dataset
 from vadbench.run import evaluate
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def experiment(root, protocol: str, val_source: str, pixel_protocol: str = "inpu
 
 
 def test_replay_beside_honest(tmp_path):
-    demo_data.build_demo_dataset(tmp_path / "demo", demo_data.DemoSpec(categories=("brick",), crop=96, n_train=10,
+    build_demo_dataset(tmp_path / "demo", DemoSpec(categories=("brick",), crop=96, n_train=10,
                                                                       n_test_good=6, n_test_defect=6))
     results = {}
     for protocol, val_source in (("honest", "train"), ("study_replay", "test")):
@@ -52,7 +52,7 @@ def test_replay_beside_honest(tmp_path):
 
 
 def test_pixel_protocol_original_is_recorded_and_used(tmp_path):
-    demo_data.build_demo_dataset(tmp_path / "demo", demo_data.DemoSpec(categories=("brick",), crop=96, n_train=10,
+    build_demo_dataset(tmp_path / "demo", DemoSpec(categories=("brick",), crop=96, n_train=10,
                                                                       n_test_good=4, n_test_defect=4))
     run = experiment(tmp_path, "honest", "train", pixel_protocol="original")  # 96-px masks, 64-px maps
     out = tmp_path / "runs"

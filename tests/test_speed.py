@@ -14,7 +14,7 @@ import torch
 from vadbench.cli import main as cli_main
 from vadbench.errors import DeviceError
 from vadbench.records import records_frame
-from vadbench.report import speed as report_speed
+from vadbench.report.speed import speed_summary, with_published
 from vadbench.report.tables import reference_table
 from vadbench.run import environment
 
@@ -93,13 +93,13 @@ def test_speed_summary_is_the_median_over_runs():
     records = [cuda_record("eff", "efficientad", "small", [row("on-device", "fp16", 1, ms)]) for ms in (1.0, 2.0, 9.0)]
     for i, record in enumerate(records):
         record["category"] = f"c{i}"
-    summary = report_speed.speed_summary(records_frame(records))
+    summary = speed_summary(records_frame(records))
     assert summary[["n_runs", "latency_ms_median", "device_name"]].values.tolist() == [[3, 2.0, "NVIDIA T4"]]
 
 
 def test_published_beside_speed_rows_only_like_with_like():
     table = pd.DataFrame([{"model": "e", "model_kind": "efficientad", "model_size": "small", **r} for r in CUDA_ROWS])
-    shown = report_speed.with_published(table, [PUBLISHED])
+    shown = with_published(table, [PUBLISHED])
     beside = shown.dropna(subset=["published_latency_ms"])
     assert sorted(zip(beside["protocol"], beside["batch_size"])) == [("host-to-host", 1), ("on-device", 1)]
     assert (beside["precision"] == "fp16").all() and (beside["published_latency_ms"] == 2.2).all()

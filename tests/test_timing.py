@@ -1,4 +1,4 @@
-"""Tests for vadbench.timing: real sleeps and a real conv net on CPU, mocked CUDA synchronise."""
+"""Tests for vadbench.run.timing: real sleeps and a real conv net on CPU, mocked CUDA synchronise."""
 from __future__ import annotations
 
 import time
@@ -13,11 +13,11 @@ from vadbench.run import timing
 from vadbench.run.timing import (
     LatencyResult,
     Stopwatch,
+    latency_figures,
     measure_latency,
     peak_memory,
     pipeline_figures,
     synchronize,
-    time_model,
 )
 
 CPU = torch.device("cpu")
@@ -163,7 +163,7 @@ def test_stopwatch_synchronises_on_enter_and_exit_on_cuda():
     assert sw.seconds >= 0.0
 
 
-# --- time_model ------------------------------------------------------------------------------
+# --- latency_figures ------------------------------------------------------------------------------
 
 MODEL_KEYS = {"model_latency_ms_median", "model_latency_ms_p90", "model_img_per_s", "timing_warmup",
               "timing_iterations"}
@@ -174,7 +174,7 @@ def tiny_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1)).eval()
 
 
-def test_time_model_real_conv_net_on_cpu():
+def test_latency_figures_real_conv_net_on_cpu():
     net = tiny_net()
     shapes = []
 
@@ -182,7 +182,7 @@ def test_time_model_real_conv_net_on_cpu():
         shapes.append(tuple(x.shape))
         return net(x)
 
-    out = time_model(fn, (3, 32, 32), batch_size=4, device=CPU, warmup=2, iterations=5)
+    out = latency_figures(fn, (3, 32, 32), batch_size=4, device=CPU, warmup=2, iterations=5)
     assert set(out) == MODEL_KEYS
     assert 0 < out["model_latency_ms_median"] <= out["model_latency_ms_p90"] < 5000
     assert 0 < out["model_img_per_s"] < 1e7
@@ -190,24 +190,24 @@ def test_time_model_real_conv_net_on_cpu():
     assert shapes == [(1, 3, 32, 32)] * 7 + [(4, 3, 32, 32)] * 7  # latency at 1, throughput at 4
 
 
-def test_time_model_input_is_seeded_and_on_device():
+def test_latency_figures_input_is_seeded_and_on_device():
     seen = []
     fn = lambda x: seen.append(x.clone())  # noqa: E731
-    time_model(fn, (3, 8, 8), batch_size=1, device=CPU, warmup=0, iterations=1)
-    time_model(fn, (3, 8, 8), batch_size=1, device="cpu", warmup=0, iterations=1)
+    latency_figures(fn, (3, 8, 8), batch_size=1, device=CPU, warmup=0, iterations=1)
+    latency_figures(fn, (3, 8, 8), batch_size=1, device="cpu", warmup=0, iterations=1)
     assert len(seen) == 2  # batch 1: one measurement serves both figures
     assert seen[0].device.type == "cpu"
     assert torch.equal(seen[0], seen[1]) and seen[0].std() > 0
 
 
-def test_time_model_synchronises_cuda_device():
+def test_latency_figures_synchronises_cuda_device():
     def batch_on_host(shape, device, seed):
         assert device.type == "cuda"
         return torch.zeros(shape)
 
     with mock.patch.object(timing, "_random_batch", side_effect=batch_on_host), \
             mock.patch.object(torch.cuda, "synchronize") as sync:
-        out = time_model(lambda x: x, (3, 4, 4), batch_size=2, device=CUDA, warmup=1, iterations=3)
+        out = latency_figures(lambda x: x, (3, 4, 4), batch_size=2, device=CUDA, warmup=1, iterations=3)
     assert sync.call_count == 2 * 3 * 2  # two measurements, sync before and after each timed pass
     assert out["timing_iterations"] == 3
 
@@ -222,11 +222,11 @@ def test_time_model_synchronises_cuda_device():
         ({"image_shape": (3, 0, 32)}, "image_shape"),
     ],
 )
-def test_time_model_rejects_bad_arguments(kwargs, name):
+def test_latency_figures_rejects_bad_arguments(kwargs, name):
     args = {"image_shape": (3, 8, 8), "batch_size": 2, "device": CPU, "warmup": 1, "iterations": 2} | kwargs
     fn = mock.Mock()
     with pytest.raises(ValueError, match=name):
-        time_model(fn, args.pop("image_shape"), **args)
+        latency_figures(fn, args.pop("image_shape"), **args)
     fn.assert_not_called()
 
 

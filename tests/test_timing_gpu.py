@@ -38,7 +38,7 @@ def test_parameter_count_and_flops_by_hand():
     assert timing.flops_per_image(net, (3, 16, 16)) == 2 * 16 * 16 * 4 * 27 + 16  # per image, not per batch
 
 
-def test_speed_rows_precisions_batches_and_synchronise_per_pass():
+def test_on_device_rows_precisions_batches_and_synchronise_per_pass():
     calls = []
     net = TinyNet().eval()
 
@@ -47,7 +47,7 @@ def test_speed_rows_precisions_batches_and_synchronise_per_pass():
         return net(x)
 
     with mock.patch.object(timing, "synchronize", wraps=timing.synchronize) as sync:
-        rows = timing.speed_rows(fn, (3, 8, 8), CPU, batch_sizes=[1, 4], precisions=["fp32", "fp16"],
+        rows = timing.on_device_rows(fn, (3, 8, 8), CPU, batch_sizes=[1, 4], precisions=["fp32", "fp16"],
                                  warmup=3, iterations=5, channels_last=True)
     assert [(r.precision, r.batch_size, r.protocol) for r in rows] == [
         ("fp32", 1, "on-device"), ("fp32", 4, "on-device"), ("fp16", 1, "on-device"), ("fp16", 4, "on-device")]
@@ -65,7 +65,7 @@ def test_cuda_path_synchronises_the_cuda_device():
     with mock.patch.object(timing, "_random_batch", side_effect=on_cpu), \
             mock.patch.object(torch.cuda, "synchronize") as cuda_sync, \
             mock.patch.object(torch, "autocast") as autocast:
-        rows = timing.speed_rows(lambda x: x, (3, 4, 4), "cuda", batch_sizes=[16], precisions=["fp16"],
+        rows = timing.on_device_rows(lambda x: x, (3, 4, 4), "cuda", batch_sizes=[16], precisions=["fp16"],
                                  warmup=100, iterations=7)
     assert cuda_sync.call_count == 2 * 7 and all(c.args == (CUDA,) for c in cuda_sync.call_args_list)
     autocast.assert_called_once_with(device_type="cuda", dtype=torch.float16)
@@ -81,7 +81,7 @@ def test_out_of_memory_halves_the_batch_and_says_so():
         return x
 
     with mock.patch.object(torch.cuda, "empty_cache"):
-        [row] = timing.speed_rows(fn, (3, 4, 4), CPU, batch_sizes=[16], precisions=["fp32"], warmup=1, iterations=2)
+        [row] = timing.on_device_rows(fn, (3, 4, 4), CPU, batch_sizes=[16], precisions=["fp32"], warmup=1, iterations=2)
     assert (row.requested_batch_size, row.batch_size) == (16, 4)
     assert row.note == "out of memory at batch 16; retried at batch 8; out of memory at batch 8; retried at batch 4"
     assert row.latency_ms_median is not None
@@ -89,11 +89,11 @@ def test_out_of_memory_halves_the_batch_and_says_so():
     def never(x):
         raise oom("CUDA out of memory")
 
-    [row] = timing.speed_rows(never, (3, 4, 4), CPU, batch_sizes=[2], precisions=["fp32"], warmup=0, iterations=1)
+    [row] = timing.on_device_rows(never, (3, 4, 4), CPU, batch_sizes=[2], precisions=["fp32"], warmup=0, iterations=1)
     assert row.batch_size == 1 and row.latency_ms_median is None and row.img_per_s is None
     assert row.note.endswith("out of memory at batch 1")
     with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not swallowed
-        timing.speed_rows(lambda x: (_ for _ in ()).throw(RuntimeError("shape mismatch")), (3, 4, 4), CPU,
+        timing.on_device_rows(lambda x: (_ for _ in ()).throw(RuntimeError("shape mismatch")), (3, 4, 4), CPU,
                           batch_sizes=[1], precisions=["fp32"], warmup=0, iterations=1)
 
 

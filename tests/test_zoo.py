@@ -18,10 +18,9 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from vadbench import config, records
-from vadbench.data import demo as demo_data
+from vadbench.data.demo import DemoSpec, build_anomaly_source, build_demo_dataset
 from vadbench.errors import ConfigError, InputMissingError
-from vadbench.models import backbones, zoo
-from vadbench.models import build as models
+from vadbench.models import backbones, build, zoo
 
 ZOO_FILE = Path(__file__).resolve().parents[1] / "params/experiments/zoo.yaml"
 FAST = ("dfm", "fre", "stfpm", "fastflow")
@@ -54,9 +53,9 @@ def zoo_models(names: tuple[str, ...] | None = None, exclude: tuple[str, ...] = 
 def train_tiny(root: Path, name: str, models_: list[dict], torch_home: Path) -> Path:
     """Build tiny demo data under root, train and score `models_` on it offline; the runs folder."""
     if not (root / "data/demo").is_dir():
-        demo_data.build_demo_dataset(root / "data/demo", demo_data.DemoSpec(
+        build_demo_dataset(root / "data/demo", DemoSpec(
             categories=("brick",), crop=64, n_train=8, n_test_good=3, n_test_defect=3))
-        demo_data.build_anomaly_source(root / "data/source", n=4, size=64)
+        build_anomaly_source(root / "data/source", n=4, size=64)
     for model in models_:
         if "anomaly_source_path" in model["params"].get("init_args", {}):
             model["params"]["init_args"]["anomaly_source_path"] = "data/source"
@@ -139,17 +138,17 @@ def spec(class_name: str, init_args: dict | None = None, train: dict | None = No
 
 def test_unknown_class_lists_anomalib_exports():
     with pytest.raises(ConfigError, match=r"anomalib has no image model 'FastFlow'; anomalib 2\.7\.0 exports: .*Fastflow"):
-        models.check_inputs(spec("FastFlow"))
+        build.check_inputs(spec("FastFlow"))
 
 
 def test_unknown_argument_lists_the_allowed_ones():
     with pytest.raises(ConfigError) as err:
-        models.check_inputs(spec("Stfpm", {"flow_steps": 4}))
+        build.check_inputs(spec("Stfpm", {"flow_steps": 4}))
     assert str(err.value) == ("models[m].params.init_args: Stfpm takes no argument 'flow_steps'; "
                               "allowed: ['backbone', 'layers']")
     with pytest.raises(ConfigError, match=r"Fastflow takes no argument 'evaluator'; allowed: \['backbone', "
                                           r"'conv3x3_only', 'flow_steps', 'hidden_ratio', 'pre_trained'\]"):
-        models.check_inputs(spec("Fastflow", {"evaluator": True}))  # evaluation is ours
+        build.check_inputs(spec("Fastflow", {"evaluator": True}))  # evaluation is ours
 
 
 @pytest.mark.parametrize("class_name,needle", [
@@ -160,21 +159,23 @@ def test_unknown_argument_lists_the_allowed_ones():
 ])
 def test_refused_models_say_why(class_name, needle):
     with pytest.raises(ConfigError) as err:
-        models.check_inputs(spec(class_name))
+        build.check_inputs(spec(class_name))
     assert needle in str(err.value) and "Runnable offline: Cfa, Cflow, Csflow, Dfm" in str(err.value)
 
 
-def test_pretrained_true_is_refused_instead_of_downloading():
-    with pytest.raises(ConfigError, match="pre_trained: true would download Fastflow's weights from a hub; vadbench "
-                                          r"never downloads. Leave it out \(it runs with random weights\)"):
-        models.check_inputs(spec("Fastflow", {"pre_trained": True}))
+def test_pretrained_true_is_refused_where_the_local_backbone_is_used():
+    """Models given a local backbone module are pretrained already; timm-backbone models read pre_trained: true from the
+    Hugging Face cache (test_backbone_weights.py)."""
+    with pytest.raises(ConfigError, match="pre_trained: true would download Cflow's weights from a hub; vadbench "
+                                          r"never downloads. Leave it out \(the local backbone is pretrained\)"):
+        build.check_inputs(spec("Cflow", {"pre_trained": True}))
 
 
 def test_training_length_is_required_where_anomalib_sets_none():
     with pytest.raises(ConfigError, match=r"models\[m\].train: anomalib sets no training length for Stfpm; "
                                           "set max_steps or max_epochs"):
-        models.check_inputs(spec("Stfpm", train={"batch_size": 4}))
-    models.check_inputs(spec("Dfm", train={"batch_size": 4}))  # anomalib trains Dfm for one epoch
+        build.check_inputs(spec("Stfpm", train={"batch_size": 4}))
+    build.check_inputs(spec("Dfm", train={"batch_size": 4}))  # anomalib trains Dfm for one epoch
 
 
 def test_class_is_spelt_class_and_params_are_typed_at_load():
@@ -192,12 +193,12 @@ def test_class_is_spelt_class_and_params_are_typed_at_load():
 
 def test_missing_input_path_and_hub_file_are_errors_not_downloads(tmp_path, monkeypatch):
     with pytest.raises(InputMissingError, match=f"Glass: {tmp_path / 'dtd'} does not exist"):
-        models.check_inputs(spec("Glass", {"anomaly_source_path": str(tmp_path / "dtd")}))
+        build.check_inputs(spec("Glass", {"anomaly_source_path": str(tmp_path / "dtd")}))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(InputMissingError, match=r"Csflow loads torchvision's efficientnet_b5 ImageNet weights, and "
                                                 f"{tmp_path}/hub/checkpoints/efficientnet_b5_lukemelas-1a07897c.pth "
                                                 r"is missing; .* `vadbench fetch-backbone efficientnet_b5`"):
-        models.check_inputs(spec("Csflow"))
+        build.check_inputs(spec("Csflow"))
 
 
 def test_catalogue_covers_every_anomalib_image_model():

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     _kaggle_parser(sub)
     data = sub.add_parser("data", help="check a dataset root, or say where to get a dataset")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    from vadbench.data.registry import DATASET_KINDS
+    from vadbench.registry import DATASET_KINDS
 
     check = data_sub.add_parser("check", help="validate a dataset root before any training (layout, masks, counts)")
     check.add_argument("dataset", choices=DATASET_KINDS, help="dataset kind")
@@ -52,47 +52,49 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-data", help="build the embedded offline demo dataset from scikit-image photos")
     demo.add_argument("--root", type=Path, default=DEMO_DATA_ROOT, help="where to build (default outputs/data)")
     _distill_parser(sub)
-    fetch = sub.add_parser("fetch-backbone", help="download a torchvision backbone's ImageNet weights into the "
-                           "torch hub cache (needs internet; then usable offline by name)")
-    fetch.add_argument("arch", help="torchvision architecture, e.g. wide_resnet101_2")
+    fetch = sub.add_parser("fetch-backbone", help="download a backbone's ImageNet weights (torchvision's into the torch "
+                           "hub cache, timm's into the Hugging Face cache; needs internet; then usable offline)")
+    fetch.add_argument("arch", help="architecture, e.g. wide_resnet101_2 (torchvision) or resnet18 (both)")
+    fetch.add_argument("--source", choices=["all", "torchvision", "timm"], default="all",
+                       help="whose weights: torchvision's (PatchCore, PaDiM, Cfa, ...), timm's (Fastflow, Patchflow, "
+                            "ReverseDistillation with pre_trained: true) or every one that has the name (default)")
     return parser
 
 
 def _speed_parser(sub: argparse._SubParsersAction) -> None:
-    from vadbench.run.speed import SpeedOptions
+    from vadbench.config import SpeedSpec
 
-    d = SpeedOptions()
+    d = SpeedSpec()
     p = sub.add_parser("speed", help="time the models of an experiment on random input (no dataset): latency, "
                        "throughput, memory, parameters, FLOPs, published figures beside")
     p.add_argument("params", type=Path, help="experiment file")
     p.add_argument("--model", default=None, help="only this model (default: every model of the experiment)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="default auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto")
     p.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)), help="default 1,16")
     p.add_argument("--precisions", default=",".join(d.precisions), help="fp32 and/or fp16 (default fp32,fp16)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed passes first (default {d.warmup})")
     p.add_argument("--iterations", type=int, default=d.iterations, help=f"timed passes (default {d.iterations})")
-    p.add_argument("--train-steps", type=int, default=d.train_steps,
+    p.add_argument("--train-steps", type=int, default=0,
                    help="EfficientAD: also time this many training steps on random data (default 0: none)")
     p.add_argument("--out", type=Path, default=None, help="also write the rows to this .csv or .json file")
 
 
 def _speed(args: argparse.Namespace) -> int:
-    from vadbench.config import load_experiment
+    from vadbench.config import SpeedSpec, load_experiment
     from vadbench.errors import ConfigError
     from vadbench.report.speed import with_published
-    from vadbench.run.speed import SpeedOptions, speed_table
+    from vadbench.run.speed import speed_table
 
     try:
-        options = SpeedOptions(device=args.device, batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
-                               precisions=args.precisions.split(","), channels_last=args.channels_last,
-                               warmup=args.warmup, iterations=args.iterations, train_steps=args.train_steps)
+        spec = SpeedSpec("always", args.warmup, args.iterations, [int(b) for b in args.batch_sizes.split(",")],
+                         args.precisions.split(","), args.channels_last)
     except ValueError:
         raise ConfigError(f"--batch-sizes {args.batch_sizes!r}: write integers separated by commas, e.g. 1,16") from None
-    if set(options.precisions) - {"fp32", "fp16"}:
+    if set(spec.precisions) - {"fp32", "fp16"}:
         raise ConfigError(f"--precisions {args.precisions!r}: use fp32, fp16 or fp32,fp16")
     exp = load_experiment(args.params)
-    table = with_published(speed_table(exp, options, args.model), exp.references)
+    table = with_published(speed_table(exp, spec, args.device, args.model, args.train_steps), exp.references)
     shown = ["model", "device", "protocol", "precision", "batch_size", "latency_ms_median", "latency_ms_p90",
              "img_per_s", "published_latency_ms", "published_img_per_s", "note"]
     sys.stdout.write(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
@@ -143,34 +145,34 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _kaggle(args: argparse.Namespace) -> int:
-    from vadbench.launch import kaggle as kaggle_runs
+    from vadbench.launch.kaggle import pull, push
 
     if args.kaggle_command == "push":
-        shards = kaggle_runs.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
-                                  args.accelerator, dry_run=args.dry_run, pending_in=args.runs if args.pending else None)
+        shards = push.push(args.params, args.dir, args.kaggle_params, args.shard_by.split(","),
+                           args.accelerator, dry_run=args.dry_run, pending_in=args.runs if args.pending else None)
         log.info("%d shard(s), %d runs", len(shards), sum(len(s.runs) for s in shards))
         return 0
     if args.kaggle_command == "notebook":
-        from vadbench.launch.kaggle_editor import write_editor_notebook
+        from vadbench.launch.kaggle.editor import write_editor_notebook
 
         write_editor_notebook(args.params, args.model, args.dataset, args.category, args.seed, args.dir,
                               args.kaggle_params)
         return 0
     if args.kaggle_command == "rehearse":
-        from vadbench.launch import kaggle_rehearse
+        from vadbench.launch.kaggle import rehearse
 
-        done = kaggle_rehearse.rehearse(args.params, args.kaggle_params, args.shard, args.smoke, args.deadline_s,
-                                        args.dir, args.shard_by.split(","))
+        done = rehearse.rehearse(args.params, args.kaggle_params, args.shard, args.smoke, args.deadline_s,
+                                 args.dir, args.shard_by.split(","))
         if args.pull:
-            kaggle_rehearse.pull_rehearsal(args.runs, args.dir)
+            rehearse.pull_rehearsal(args.runs, args.dir)
         return 0 if all(s["ok"] for s in done) else 1
     if args.kaggle_command == "logs":
-        sys.stdout.write(kaggle_runs.logs(args.shard, args.dir) + "\n")
+        sys.stdout.write(pull.logs(args.shard, args.dir) + "\n")
         return 0
     if args.kaggle_command == "status":
-        kaggle_runs.status(args.dir, args.experiment)
+        pull.status(args.dir, args.experiment)
         return 0
-    result = kaggle_runs.pull(args.dir, args.runs, args.experiment)
+    result = pull.pull(args.dir, args.runs, args.experiment)
     return 1 if result.conflicts else 0
 
 
@@ -209,9 +211,12 @@ def _distill_teacher(args: argparse.Namespace) -> int:
 
 
 def _fetch_backbone(args: argparse.Namespace) -> int:
+    import json
+
     from vadbench.models.backbones import fetch
 
-    log.info("stored %s", fetch(args.arch))
+    for facts in fetch(args.arch, args.source):
+        sys.stdout.write(json.dumps(facts) + "\n")
     return 0
 
 
@@ -238,11 +243,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from vadbench.data import demo as demo_data
+    from vadbench.data import demo
 
-    dataset = demo_data.build_demo_dataset(args.root / "demo")
-    penalty = demo_data.build_penalty_images(args.root / "demo_penalty")
-    source = demo_data.build_anomaly_source(args.root / "demo_anomaly_source")
+    dataset = demo.build_demo_dataset(args.root / "demo")
+    penalty = demo.build_penalty_images(args.root / "demo_penalty")
+    source = demo.build_anomaly_source(args.root / "demo_anomaly_source")
     log.info("demo dataset: %s (%s)", args.root / "demo", ", ".join(dataset.get("categories", [])))
     log.info("penalty images (Imagenette stand-in): %s", penalty)
     log.info("anomaly source (DTD stand-in): %s", source)
@@ -250,14 +255,14 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from vadbench.data import checks as layouts
-    from vadbench.data import registry as datasets
+    from vadbench import registry
+    from vadbench.data import checks
 
     if args.data_command == "where":
-        sys.stdout.write(datasets.where_text(args.dataset) + "\n")
+        sys.stdout.write(registry.where_text(args.dataset) + "\n")
         return 0
-    root = args.root if args.root is not None else Path(datasets.resolve_root(args.dataset, None))
-    result = layouts.check_dataset(args.dataset, root, args.categories)
+    root = args.root if args.root is not None else Path(registry.resolve_root(args.dataset, None))
+    result = checks.check_dataset(args.dataset, root, args.categories)
     sys.stdout.write(result.table() + "\n")
     result.raise_if_failed()
     log.info("%s at %s: %d categories checked, no problem", args.dataset, root, len(result.categories))

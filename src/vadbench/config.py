@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vadbench.data import registry
+from vadbench import registry
 from vadbench.errors import ConfigError
 from vadbench.strict import build, load_yaml
 
@@ -30,21 +30,24 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class DraemParams:
-    """DRÆM hyperparameters passed to anomalib's `Draem`.
+    """DRÆM hyperparameters passed to anomalib's `Draem` (and its official code's choices; docs/models.md).
 
-    anomaly_source: a folder of texture images (DTD in the paper) or the word `perlin` for
-    Perlin-noise anomalies only. A folder that is missing or holds no image is an error.
-    """
+    anomaly_source: a texture folder (DTD in the paper; missing or empty is an error) or `perlin` (noise only)."""
 
     anomaly_source: str = "perlin"
-    beta: tuple[float, float] = (0.1, 1.0)
+    beta: tuple[float, float] = (0.1, 1.0)  # opacity range of the pasted anomaly (official code: (0.2, 1])
     enable_sspcab: bool = False
     sspcab_lambda: float = 0.1
+    lr_schedule: Literal["anomalib", "official"] = "anomalib"  # official: x0.2 at 80 % and 90 % of the epochs
+    score_smoothing: int = 0  # odd k: image score = max of the k x k mean-filtered mask map (official 21); 0: raw max
+    rotation_probability: float = 0.0  # normal images rotated before augmentation with this probability (official 0.3)
+    rotation_degrees: float = 90.0  # ... by an angle drawn uniformly from [-d, d] (official 90)
+    weight_init: Literal["anomalib", "official"] = "anomalib"  # official: conv N(0, 0.02), batch norm N(1, 0.02)
 
 
 @dataclass(frozen=True)
 class DistillParams:
-    """How `teacher: distilled` builds its teacher (cached under outputs/cache/teachers; see vadbench.distill).
+    """How `teacher: distilled` builds its teacher (cached under outputs/cache/teachers; see vadbench.models.distill).
 
     backbone: `mobilenet_v2` (offline weights package), a torchvision architecture whose weights are in
     the torch hub cache (e.g. `wide_resnet101_2`, the paper's), or `<arch>:<weights.pth>`.
@@ -82,6 +85,7 @@ class EfficientAdParams:
     padding: bool = False
     pad_maps: bool = True
     distill: DistillParams | None = None
+    lr_schedule: Literal["anomalib", "paper"] = "anomalib"  # paper: x0.1 from 95 % of the steps, stepped per step
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,10 @@ class AnomalibParams:
 ModelParams = DraemParams | EfficientAdParams | PatchcoreParams | PadimParams | AnomalibParams
 MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams,
                                  "patchcore": PatchcoreParams, "padim": PadimParams, "anomalib": AnomalibParams}
+#: Model params added after records existed: at these defaults they stay out of `model_params` (older hashes hold).
+_UNSET = object()
+ADDED_PARAM_DEFAULTS = {"lr_schedule": "anomalib", "score_smoothing": 0, "rotation_probability": 0.0,
+                        "rotation_degrees": 90.0, "weight_init": "anomalib"}
 #: YAML keys spelt differently from their field (`class` is a Python keyword).
 _PARAM_KEYS = {"anomalib": {"class": "class_name"}}
 #: Smallest image_size each model runs at: EfficientAD's PDN needs 256 px; DRÆM's U-Net pools its input five
@@ -278,7 +286,8 @@ class RunSpec:
         config = {
             "experiment": self.experiment,
             "model": self.model.as_config(),
-            "model_params": dataclasses.asdict(self.model.settings),
+            "model_params": {k: v for k, v in dataclasses.asdict(self.model.settings).items()
+                             if ADDED_PARAM_DEFAULTS.get(k, _UNSET) != v},  # added params at their default: left out
             "dataset": _without_added({"name": self.dataset.name, "kind": self.dataset.kind, "root": self.dataset.root,
                                        "train_ratio": self.dataset.train_ratio, "val_source": self.dataset.val_source}),
             "category": self.category,
@@ -307,6 +316,17 @@ class RunSpec:
         return f"{self.model.name} {self.dataset.name}/{self.category} seed{self.seed}"
 
 
+def check_params(name: str, params: ModelParams) -> None:
+    """DRÆM's choices in range: an odd smoothing window, a probability, an opacity range within [0, 1]."""
+    if isinstance(params, DraemParams):
+        k, p, (low, high) = params.score_smoothing, params.rotation_probability, params.beta
+        for ok, key, why in ((k == 0 or (k > 0 and k % 2 == 1), "score_smoothing", "an odd window: 21 (official) or 0"),
+                             (0.0 <= p <= 1.0, "rotation_probability", "a probability (official 0.3)"),
+                             (0.0 <= low <= high <= 1.0, "beta", "an opacity range within [0, 1] (official [0.2, 1.0])")):
+            if not ok:
+                raise ConfigError(f"models[{name}].params.{key}: {getattr(params, key)!r} is not {why}")
+
+
 def _without_added(section: dict[str, Any]) -> dict[str, Any]:
     """A config section without the ADDED_DEFAULTS fields that are at their default."""
     return {k: v for k, v in section.items() if not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
@@ -331,6 +351,7 @@ def _check_semantics(exp: Experiment) -> None:
         if model.kind == "efficientad" and model.train.batch_size != 1:
             raise ConfigError(f"models[{model.name}].train.batch_size: EfficientAD trains with batch size 1; set it to 1")
         params = model.settings
+        check_params(model.name, params)
         if isinstance(params, EfficientAdParams) and params.distill is not None and params.teacher != "distilled":
             raise ConfigError(f"models[{model.name}].params.distill is set but teacher is {params.teacher!r}: "
                               "set teacher to 'distilled' or remove distill")

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
+SHARD_STATUS_FILE = "shard_status.json"  # a Kaggle shard's finished/failed/deferred runs, beside its runs root
 NOTEBOOK_FILE = "train_evaluate.ipynb"  # the executed notebook; a run folder without a readable one is not finished
 SCORES_FILE = "scores.csv"
 FIGURE_FILE = "anomaly_maps.png"  # the run's anomaly-map figure, shown by the report's qualitative grids

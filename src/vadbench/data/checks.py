@@ -8,18 +8,16 @@ outputs/cache/image-checks, so a category is decoded once; docs/datasets.md stat
 """
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vadbench.data import images as files
-from vadbench.data.images import IMAGE_SUFFIXES, images_below, images_in
-from vadbench.data.registry import Counts, DatasetInfo, info
+from vadbench.config import DatasetSpec
+from vadbench.data.images import IMAGE_SUFFIXES, anomalib_refuses, decode_all, decode_cache, images_below, images_in
+from vadbench.data.visa import VISA_CONVERTED, VISA_SPLIT_CSV, read_split_csv
 from vadbench.errors import DatasetError
+from vadbench.registry import Counts, DatasetInfo, info
 
-VISA_SPLIT_CSV = Path("split_csv/1cls.csv")
-VISA_CONVERTED = "visa_pytorch"
 SHOW = 3  # paths named per problem before "... and N more"
 
 
@@ -108,15 +106,40 @@ def check_dataset(kind: str, root: Path | str, categories: list[str] | None = No
 
 def check_category(kind: str, root: Path | str, category: str) -> CategoryCheck:
     """Check one category of a root (the root itself is assumed to exist)."""
-    with files.decode_cache(root):
+    with decode_cache(root):
         return _check_category(kind, Path(root), category)
+
+
+def require_category(dataset: DatasetSpec, category: str) -> CategoryCheck | None:
+    """Raise DatasetError on the first problem of one category of a run's dataset; the check (None for the demo).
+
+    Real datasets are fully validated (layout, masks, counts, readability); the demo, built by our
+    own code, for its folders and decodable images only.
+    """
+    root, entry = Path(dataset.root), info(dataset.kind)
+    if not root.is_dir():
+        raise DatasetError(f"dataset '{dataset.name}': root {root} does not exist; {entry.unpack} "
+                           f"(`vadbench data where {dataset.kind}`)")
+    if dataset.kind == "demo":
+        missing = [root / category / sub for sub in ("train/good", "test/good") if not (root / category / sub).is_dir()]
+        wrong = diagnose_root(entry, root, category) or (
+            f"{missing[0]} is missing: not an MVTec AD layout; {entry.unpack}" if missing else "")
+        if wrong:
+            raise DatasetError(f"dataset '{dataset.name}': {wrong}")
+    check = check_demo_category(root, category) if dataset.kind == "demo" else check_category(dataset.kind, root, category)
+    if check.errors:
+        more = f" (and {len(check.errors) - 1} more: `vadbench data check {dataset.kind} --root {root}`)" \
+            if len(check.errors) > 1 else ""
+        kind = "" if dataset.kind == "demo" else f" ({dataset.kind})"
+        raise DatasetError(f"dataset '{dataset.name}'{kind} category '{category}': {check.errors[0]}{more}")
+    return None if dataset.kind == "demo" else check
 
 
 def check_demo_category(root: Path, category: str) -> CategoryCheck:
     """The demo (built by our code): no layout or count check, but every image below the category decodes and
     its paths are ones anomalib takes."""
     check = CategoryCheck(category)
-    with files.decode_cache(root):
+    with decode_cache(root):
         paths = images_below(root / category)
         if _check_paths(root / category, paths, check):
             _check_readable(paths, check)
@@ -186,13 +209,13 @@ def _check_paths(folder: Path, paths: list[Path], check: CategoryCheck) -> bool:
     anomalib resolves symlinks before it checks, so the resolved path is what must be printable ASCII.
     """
     resolved = folder.resolve()
-    if files.anomalib_refuses(resolved):
+    if anomalib_refuses(resolved):
         check.errors.append(f"{folder} (resolved: {resolved}) has non-ASCII characters, which anomalib refuses "
                             "(\"Path contains non-printable characters\"; it follows symlinks, so an ASCII symlink "
                             "to it does not help): move or rename the dataset to an ASCII path and set the root "
                             "there (a symlink from the old name to the new path keeps other tools working)")
         return False
-    bad = [p for p in paths if files.anomalib_refuses(resolved / p.relative_to(folder))]
+    bad = [p for p in paths if anomalib_refuses(resolved / p.relative_to(folder))]
     if bad:
         check.errors.append(_named(bad, "file(s) whose names anomalib refuses (non-ASCII characters): "
                                         "rename them to ASCII"))
@@ -203,7 +226,7 @@ def _check_paths(folder: Path, paths: list[Path], check: CategoryCheck) -> bool:
 def _check_readable(paths: list[Path], check: CategoryCheck) -> dict[Path, tuple[int, int]]:
     """Sizes of the images, fully decoded; one error naming every file that does not decode, each with why."""
     sizes, bad = {}, []
-    for path, decoded in files.decode_all(paths).items():
+    for path, decoded in decode_all(paths).items():
         if decoded.size is None:
             bad.append(f"{path} ({decoded.error})")
         else:
@@ -228,7 +251,7 @@ def _check_masks(defects: list[Path], mask_dir: Path, sizes: dict, check: Catego
     """Every defect image has a readable mask of its own size in mask_dir."""
     missing, wrong = [], []
     found = {image: mask_for(image, mask_dir) for image in defects}
-    decoded = files.decode_all([m for m in found.values() if m is not None])
+    decoded = decode_all([m for m in found.values() if m is not None])
     for image, mask in found.items():
         if mask is None:
             missing.append(image)
@@ -289,19 +312,10 @@ def _check_visa_raw(root: Path, category: str, entry: DatasetInfo, check: Catego
     check.notes.append(f"raw layout: converted to {root / VISA_CONVERTED} (anomalib's 1cls split) on the first run")
 
 
-def read_split_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of VisA's split CSV by position, as anomalib reads it: object, split, label, image, mask."""
-    keys = ("object", "split", "label", "image", "mask")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        next(reader, None)  # header
-        return [dict(zip(keys, row)) for row in reader if row]
-
-
 def _check_visa_masks(root: Path, anomalies: list[dict[str, str]], sizes: dict, check: CategoryCheck) -> None:
     missing, wrong = [], []
     pairs = [(root / r["image"], root / r["mask"] if r.get("mask") else None) for r in anomalies]
-    decoded = files.decode_all([m for _, m in pairs if m is not None and m.is_file()])
+    decoded = decode_all([m for _, m in pairs if m is not None and m.is_file()])
     for image, mask in pairs:
         if mask is None or not mask.is_file():
             missing.append(image)

@@ -2,7 +2,7 @@
 
 Every launcher (this process, worker processes, submitit jobs, Kaggle kernels) runs a run through
 `execute_run`, so records land in the same place with the same content whichever launcher ran them.
-A run is locked (`vadbench.launch.locks`) and executes into a staging folder beside its final place,
+A run is locked (`vadbench.locks`) and executes into a staging folder beside its final place,
 swapped in only when complete (`vadbench.launch.staging`): a run folder is complete or absent.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from vadbench import records
+from vadbench import locks, records
 from vadbench.config import RunSpec
 from vadbench.errors import OutputError
-from vadbench.launch import locks, staging
+from vadbench.launch import staging
 from vadbench.paths import kernel_environ, notebooks_dir
 
 log = logging.getLogger(__name__)

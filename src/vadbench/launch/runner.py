@@ -15,8 +15,8 @@ from pathlib import Path
 from vadbench import records
 from vadbench.config import Experiment, RunSpec, expand_runs, load_experiment
 from vadbench.errors import ConfigError
-from vadbench.launch import workers as launchers
 from vadbench.launch.execute import Outcome, execute_run, probe_output, record_of, write_failed_record
+from vadbench.launch.workers import LAUNCHERS, launch_submitit, launch_workers, load_slurm_spec, visible_gpus, worker_envs
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ def preflight(exp: Experiment, runs: list[RunSpec] | None = None) -> None:
 
     runs: check only what these runs use (a Kaggle shard); None = the whole grid.
     """
-    from vadbench.models import build as models
+    from vadbench.models import build
 
     check_datasets(exp, runs)
     for model in _models_of(exp, runs):
-        models.check_inputs(model)
+        build.check_inputs(model)
 
 
 def _models_of(exp: Experiment, runs: list[RunSpec] | None) -> list:
@@ -69,7 +69,8 @@ def _models_of(exp: Experiment, runs: list[RunSpec] | None) -> list:
 
 def check_datasets(exp: Experiment, runs: list[RunSpec] | None = None) -> dict[tuple[str, str], object]:
     """Validate each dataset category (of these runs, else all) and plan its split; the plans by (dataset, category)."""
-    from vadbench.data import datamodules as data
+    from vadbench.data.checks import require_category
+    from vadbench.data.splits import check_minimums, plan_split
 
     used = None if runs is None else {(r.dataset.name, r.category) for r in runs}
     plans = {}
@@ -77,35 +78,34 @@ def check_datasets(exp: Experiment, runs: list[RunSpec] | None = None) -> dict[t
         for category in ds.categories:
             if used is not None and (ds.name, category) not in used:
                 continue
-            check = data.validate_category(ds, category)
-            plans[ds.name, category] = data.plan_split(ds, category, exp.evaluation.val_ratio,
-                                                       ds.val_source or exp.evaluation.val_source, check)
-            data.check_minimums(ds, category, plans[ds.name, category], exp.models,
-                                ds.val_source or exp.evaluation.val_source)
+            check = require_category(ds, category)
+            val_source = ds.val_source or exp.evaluation.val_source
+            plans[ds.name, category] = plan_split(ds, category, exp.evaluation.val_ratio, val_source, check)
+            check_minimums(ds, category, plans[ds.name, category], exp.models, val_source)
     return plans
 
 
 def dry_run_check(exp: Experiment) -> tuple[dict, list[str]]:
     """For --dry-run: dataset plans (raising on a dataset problem) and the model-input problems, listed not raised."""
     from vadbench.errors import InputMissingError
-    from vadbench.models import build as models
+    from vadbench.models import build
 
     plans = check_datasets(exp)
     missing = []
     for model in exp.models:
         try:
-            models.check_inputs(model)
+            build.check_inputs(model)
         except InputMissingError as exc:
             missing.append(f"{model.name}: {exc}")
     return plans, missing
 
 
-def prepare(exp: Experiment, runs: list[RunSpec] | None = None) -> None:
+def build_inputs(exp: Experiment, runs: list[RunSpec] | None = None) -> None:
     """Build the inputs the params say to build (a distilled EfficientAD teacher) for these runs' models, cached."""
-    from vadbench.models import build as models
+    from vadbench.models import build
 
     for model in _models_of(exp, runs):
-        models.prepare_inputs(model)
+        build.prepare_inputs(model)
 
 
 def run_dir_of(run: RunSpec, output_root: Path) -> Path:
@@ -119,7 +119,7 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
                    gate: Callable[[RunSpec, int, int], bool] | None = None) -> BatchResult:
     """Run every cell of an experiment's grid that has not finished yet.
 
-    workers/launcher: see vadbench.launchers (workers None = one per visible GPU); select keeps only
+    workers/launcher: see vadbench.launch.workers (workers None = one per visible GPU); select keeps only
     the runs whose (model, dataset, category, seed) it lists (a Kaggle shard), and only those are
     checked and prepared; gate(run, index, total), asked before each run in this process, defers the
     run when it returns False (a Kaggle shard's deadline).
@@ -129,7 +129,7 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
     if select is not None:
         runs = [r for r in runs if (r.model.name, r.dataset.name, r.category, r.seed) in select]
     if workers is None and launcher == "local":
-        workers = max(1, len(launchers.visible_gpus())) if exp.device != "cpu" else 1
+        workers = max(1, len(visible_gpus())) if exp.device != "cpu" else 1
     sequential = launcher == "local" and workers == 1
     pending: list[tuple[RunSpec, Path]] = []
     output_root = Path(output_root)
@@ -137,7 +137,7 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
         return _dry_run(exp, runs, output_root)
     preflight(exp, runs if select is not None else None)
     probe_output(output_root)
-    prepare(exp, runs if select is not None else None)
+    build_inputs(exp, runs if select is not None else None)
     result = BatchResult(total=len(runs), failed=[])
     started = time.monotonic()
     for index, run in enumerate(runs, start=1):
@@ -171,15 +171,15 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
 def _launch(pending: list[tuple[RunSpec, Path]], exp: Experiment, output_root: Path, workers: int | None,
             launcher: str, slurm_params: Path | str | None, result: BatchResult, force: bool = False) -> None:
     """Hand pending runs to a launcher (vadbench.launch.workers) and tally what comes back."""
-    if launcher not in launchers.LAUNCHERS:
-        raise ConfigError(f"unknown launcher {launcher!r}; choose one of {list(launchers.LAUNCHERS)}")
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
     if launcher == "local":
-        outcomes = launchers.launch_workers(pending, exp.source, output_root, launchers.worker_envs(workers, exp.device),
+        outcomes = launch_workers(pending, exp.source, output_root, worker_envs(workers, exp.device),
                                             force)
     else:
-        envs = launchers.worker_envs(workers or len(pending), exp.device) if launcher == "submitit-local" else None
-        outcomes = launchers.launch_submitit(pending, exp.source, output_root, launcher,
-                                             launchers.load_slurm_spec(slurm_params),
+        envs = worker_envs(workers or len(pending), exp.device) if launcher == "submitit-local" else None
+        outcomes = launch_submitit(pending, exp.source, output_root, launcher,
+                                             load_slurm_spec(slurm_params),
                                              Path("outputs/launcher") / launcher / exp.name, envs, force)
     directories = {run.label: directory for run, directory in pending}
     for run, outcome in outcomes:

@@ -21,7 +21,7 @@ from anomalib.models.components import AnomalibModule
 from vadbench.config import AnomalibParams, DraemParams, EfficientAdParams, ModelSpec, PadimParams, PatchcoreParams
 from vadbench.data.images import images_below
 from vadbench.errors import ConfigError, InputMissingError
-from vadbench.models import backbones, teacher, zoo
+from vadbench.models import backbones, draem, provenance, schedules, teacher, zoo
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,17 @@ class BuiltModel:
 
 
 class _TeacherEfficientAd(EfficientAd):
-    """anomalib's EfficientAd with the teacher taken from a given file, or kept random."""
+    """anomalib's EfficientAd with the teacher taken from a given file, or kept random; its StepLR stepped per
+    step with `lr_schedule: paper` (anomalib steps it per epoch: vadbench.models.schedules)."""
 
-    def __init__(self, teacher_path: Path | None, **kwargs: Any) -> None:
+    def __init__(self, teacher_path: Path | None, lr_schedule: str = "anomalib", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._teacher_path = teacher_path
+        self._teacher_path, self._lr_schedule = teacher_path, lr_schedule
+
+    def configure_optimizers(self) -> Any:
+        """anomalib's Adam and StepLR(0.95 x the run's steps); stepped per step for the paper's schedule."""
+        config = super().configure_optimizers()
+        return schedules.per_step(config) if self._lr_schedule == "paper" else config
 
     def prepare_pretrained_model(self) -> None:
         """Load the teacher from our resolved path; with no path the random initialisation stays."""
@@ -64,7 +70,7 @@ def build_model(spec: ModelSpec, seed: int) -> BuiltModel:
     if isinstance(params, EfficientAdParams):
         return _build_efficientad(params, size, common, seed)
     if isinstance(params, AnomalibParams):
-        module, facts = zoo.build(spec, size, common, seed)
+        module, facts = zoo.build_zoo_model(spec, size, common, seed)
         return BuiltModel(module, params.class_name, facts)
     raise ConfigError(f"models[{spec.name}]: no builder for kind {spec.kind!r}")
 
@@ -72,7 +78,8 @@ def build_model(spec: ModelSpec, seed: int) -> BuiltModel:
 def _build_memory_bank(params: PatchcoreParams | PadimParams, size: tuple[int, int], common: dict) -> BuiltModel:
     """PatchCore or PaDiM on a locally loaded ImageNet backbone, passed to anomalib as a module (no hub)."""
     net = backbones.load_backbone(params.backbone)
-    facts = {"backbone": f"{params.backbone} ({backbones.parse(params.backbone)[1]})", "layers": list(params.layers)}
+    facts = {"backbone": f"{params.backbone} ({backbones.parse(params.backbone)[1]})", "layers": list(params.layers),
+             "provenance": f"backbone: {backbones.origin(params.backbone)}"}
     if isinstance(params, PatchcoreParams):
         module = Patchcore(backbone=net, layers=params.layers, coreset_sampling_ratio=params.coreset_sampling_ratio,
                            num_neighbors=params.num_neighbors,
@@ -85,31 +92,36 @@ def _build_memory_bank(params: PatchcoreParams | PadimParams, size: tuple[int, i
 
 
 def _build_draem(params: DraemParams, size: tuple[int, int], common: dict) -> BuiltModel:
-    """DRÆM with an explicit anomaly source: a texture folder, or Perlin noise only."""
+    """DRÆM with an explicit anomaly source (a texture folder, or Perlin noise only) and the official code's choices
+    where the params ask for them (vadbench.models.draem)."""
     with tempfile.TemporaryDirectory() as empty:
         # An existing empty folder stops anomalib from downloading DTD; the augmenter is set below.
-        module = Draem(dtd_dir=empty, enable_sspcab=params.enable_sspcab, sspcab_lambda=params.sspcab_lambda,
-                       beta=params.beta, pre_processor=Draem.configure_pre_processor(image_size=size), **common)
+        module = draem.ChoicesDraem(params, dtd_dir=empty, enable_sspcab=params.enable_sspcab,
+                                    sspcab_lambda=params.sspcab_lambda, beta=params.beta,
+                                    pre_processor=Draem.configure_pre_processor(image_size=size), **common)
     if params.anomaly_source == "perlin":
         source = "perlin-only"
         module.augmenter = PerlinAnomalyGenerator(anomaly_source_path=None, blend_factor=params.beta)
     else:
         module.augmenter = draem_source(Path(params.anomaly_source), params.beta)
         source = f"dir:{params.anomaly_source} ({len(module.augmenter.anomaly_source_paths)} images)"
-    return BuiltModel(module, "Draem", {"anomaly_source": source})
+    return BuiltModel(module, "Draem", {"anomaly_source": source, **draem.record_facts(params),
+                                        "provenance": provenance.anomaly_source(source)})
 
 
 def _build_efficientad(params: EfficientAdParams, size: tuple[int, int], common: dict, seed: int) -> BuiltModel:
     """EfficientAD with a resolved teacher and an existing penalty image folder."""
     imagenet = Path(params.imagenet_dir)
-    n_penalty = _require_images(imagenet, "EfficientAD penalty images", _IMAGENET_FIX)
+    penalty = _require_images(imagenet, "EfficientAD penalty images", _IMAGENET_FIX)
     teacher_path, teacher_label = teacher.resolve(params, seed)
     module = _TeacherEfficientAd(
-        teacher_path, imagenet_dir=imagenet, teacher_out_channels=params.teacher_out_channels,
+        teacher_path, params.lr_schedule, imagenet_dir=imagenet, teacher_out_channels=params.teacher_out_channels,
         model_size=params.model_size, lr=params.lr, weight_decay=params.weight_decay, padding=params.padding,
         pad_maps=params.pad_maps, pre_processor=EfficientAd.configure_pre_processor(image_size=size), **common,
     )
-    return BuiltModel(module, "EfficientAd", {"teacher": teacher_label, "penalty_images": f"{imagenet} ({n_penalty} images)"})
+    line = f"{provenance.penalty_set(imagenet, penalty)}; {provenance.teacher(params, teacher_path, teacher_label)}"
+    return BuiltModel(module, "EfficientAd", {"teacher": teacher_label, "provenance": line,
+                                              "penalty_images": f"{imagenet} ({len(penalty)} images)"})
 
 
 def draem_source(folder: Path, beta: tuple[float, float]) -> PerlinAnomalyGenerator:
@@ -129,8 +141,10 @@ def draem_source(folder: Path, beta: tuple[float, float]) -> PerlinAnomalyGenera
 
 
 def check_inputs(spec: ModelSpec) -> None:
-    """Raise InputMissingError before any training when a model's outside inputs are missing."""
+    """Raise InputMissingError before any training when a model's outside inputs are missing; log the schedule."""
     params = spec.settings
+    if isinstance(params, (DraemParams, EfficientAdParams)):
+        log.info("%s: learning rate %s", spec.name, schedules.describe(spec))
     if isinstance(params, DraemParams):
         if params.anomaly_source != "perlin":
             draem_source(Path(params.anomaly_source), params.beta)
@@ -138,9 +152,9 @@ def check_inputs(spec: ModelSpec) -> None:
         backbones.parse(params.backbone)
     elif isinstance(params, EfficientAdParams):
         _require_images(Path(params.imagenet_dir), "EfficientAD penalty images", _IMAGENET_FIX)
-        teacher.check(params)
+        teacher.check_teacher(params)
     elif isinstance(params, AnomalibParams):
-        zoo.check(spec)
+        zoo.check_model(spec)
 
 
 def prepare_inputs(spec: ModelSpec) -> None:
@@ -149,12 +163,12 @@ def prepare_inputs(spec: ModelSpec) -> None:
         teacher.prepare(spec.settings)
 
 
-def _require_images(folder: Path, what: str, fix: str) -> int:
-    """Count images below folder, raising InputMissingError when there are none."""
-    n = len(images_below(folder))
-    if n == 0:
+def _require_images(folder: Path, what: str, fix: str) -> list[Path]:
+    """The images below folder, raising InputMissingError when there are none."""
+    images = images_below(folder)
+    if not images:
         raise InputMissingError(f"{what}: {folder} is missing or holds no image. {fix}")
-    return n
+    return images
 
 
 _DTD_FIX = "Unpack DTD there (dtd/images/...), or set models[].params.anomaly_source to 'perlin'."

@@ -32,7 +32,7 @@ def settings_of(params: EfficientAdParams) -> DistillSettings:
 
 # ---- the cache of distilled teachers -----------------------------------------------------------
 
-def cache_key(settings: DistillSettings) -> str:
+def teacher_key(settings: DistillSettings) -> str:
     """Short hash of the settings, the code version and the image files (relative paths and sizes)."""
     folder = Path(settings.images)
     listing = [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in distill.training_images(folder)]
@@ -40,14 +40,14 @@ def cache_key(settings: DistillSettings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cache_dir() -> Path:
+def teachers_dir() -> Path:
     """Where distilled teachers are cached: <cache folder>/teachers (vadbench.paths.cache_dir)."""
     return paths.cache_dir() / "teachers"
 
 
 def cached_teacher_path(settings: DistillSettings) -> Path:
     """The cache file a teacher with these settings is (or will be) stored in."""
-    return cache_dir() / f"{settings.backbone.partition(':')[0]}-{settings.model_size}-{cache_key(settings)}.pth"
+    return teachers_dir() / f"{settings.backbone.partition(':')[0]}-{settings.model_size}-{teacher_key(settings)}.pth"
 
 
 def ensure_teacher(settings: DistillSettings) -> Path:
@@ -109,7 +109,7 @@ def label(path: Path) -> str:
             f"from {info['images']}; final loss {info['final_loss']:.4f})")
 
 
-def check(params: EfficientAdParams) -> None:
+def check_teacher(params: EfficientAdParams) -> None:
     """Raise InputMissingError before training when the teacher (or what distils it) is missing."""
     if params.teacher == "distilled":
         settings = settings_of(params)

@@ -4,8 +4,10 @@ Every image model anomalib exports has an entry in CATALOG saying how it gets it
 
 * ``backbone``: takes a ``backbone`` as a module: one of our local pretrained backbones is passed in
   (`vadbench.models.backbones`; ``mobilenet_v2`` by default, fully offline), with layers chosen for it;
-* ``random``: its backbone is built by name from timm or torchvision: it runs with ``pre_trained: false``
-  (random weights; recorded in ``training.backbone``);
+* ``random``: its backbone is built by name from timm: it runs with random weights (``pre_trained: false``,
+  recorded in ``training.backbone``) unless params say ``pre_trained: true``; then timm's pretrained weights must be
+  in the Hugging Face cache already (``vadbench fetch-backbone <arch> --source timm``) and are read from there only,
+  never downloaded; the record names the file and its sha256;
 * ``none``: it has no pretrained part;
 * ``hub``: it loads torchvision ImageNet weights of a fixed architecture, which must already be in the torch
   hub cache (``vadbench fetch-backbone <arch>``); a missing file is an error, never a download;
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vadbench.config import AnomalibParams, ModelSpec
+from vadbench.config import AnomalibParams, DistillParams, EfficientAdParams, ModelSpec
 from vadbench.errors import ConfigError, InputMissingError
 
 log = logging.getLogger(__name__)
@@ -134,14 +136,12 @@ def check_args(name: str, params: AnomalibParams) -> None:
     if unknown:
         raise ConfigError(f"models[{name}].params.init_args: {params.class_name} takes no argument {unknown[0]!r}; "
                           f"allowed: {allowed}")
-    if found.weights in ("random", "backbone") and params.init_args.get("pre_trained") is True:
+    if found.weights == "backbone" and params.init_args.get("pre_trained") is True:
         raise ConfigError(f"models[{name}].params.init_args.pre_trained: true would download {params.class_name}'s "
-                          "weights from a hub; vadbench never downloads. Leave it out"
-                          + (" (the local backbone is pretrained)" if found.weights == "backbone" else
-                             " (it runs with random weights)"))
+                          "weights from a hub; vadbench never downloads. Leave it out (the local backbone is pretrained)")
 
 
-def check(spec: ModelSpec) -> None:
+def check_model(spec: ModelSpec) -> None:
     """Before training: class, init_args, training budget and weight files; ConfigError / InputMissingError."""
     params = spec.settings
     check_args(spec.name, params)
@@ -156,7 +156,34 @@ def check(spec: ModelSpec) -> None:
 
         backbones.parse(params.init_args.get("backbone", "mobilenet_v2"))
     elif found.weights == "hub":
-        hub_file(params)
+        required_hub_file(params)
+    elif found.weights == "random" and params.init_args.get("pre_trained") is True:
+        from vadbench.models import backbones
+
+        backbones.timm_file(_timm_arch(params))
+
+
+def _timm_arch(params: AnomalibParams) -> str:
+    """The timm backbone name a `random` model builds."""
+    return params.init_args.get("backbone", _default_arg(params.class_name, "backbone"))
+
+
+def hub_weights(spec: ModelSpec) -> list[str]:
+    """The hub weights a model of any kind loads, as `vadbench fetch-backbone` sources them (`torchvision:<arch>`,
+    `timm:<arch>`); local files and the offline MobileNetV2 are not listed."""
+    params = spec.settings
+    if isinstance(params, AnomalibParams):
+        found = entry(params.class_name)
+        if found.weights == "random" and params.init_args.get("pre_trained") is True:
+            return [f"timm:{_timm_arch(params)}"]
+        if found.weights == "hub":
+            return [f"torchvision:{_hub_arch(params)}"]
+        names = [params.init_args.get("backbone", "mobilenet_v2")] if found.weights == "backbone" else []
+    elif isinstance(params, EfficientAdParams):
+        names = [(params.distill or DistillParams()).backbone] if params.teacher == "distilled" else []
+    else:
+        names = [params.backbone] if hasattr(params, "backbone") else []
+    return [f"torchvision:{name}" for name in names if ":" not in name and name != "mobilenet_v2"]
 
 
 def input_paths(params: AnomalibParams) -> dict[str, str]:
@@ -171,18 +198,23 @@ def _require_folder(class_name: str, path: str) -> None:
                                 "Create it, or leave the argument out")
 
 
-def hub_file(params: AnomalibParams) -> str:
+def required_hub_file(params: AnomalibParams) -> str:
     """The torchvision weights file a `hub` model loads, which must be in the torch hub cache already."""
     from vadbench.models import backbones
 
-    found = CATALOG[params.class_name]
-    arch = found.hub_arch or params.init_args.get(found.hub_arg) or _default_arg(params.class_name, found.hub_arg)
+    arch = _hub_arch(params)
     path = backbones.hub_file(arch)
     if not path.is_file():
         raise InputMissingError(f"{params.class_name} loads torchvision's {arch} ImageNet weights, and {path} is "
                                 f"missing; anomalib would download it. Run `vadbench fetch-backbone {arch}` on a "
                                 "machine with internet (or copy the file there)")
     return f"{arch} ({path})"
+
+
+def _hub_arch(params: AnomalibParams) -> str:
+    """The torchvision architecture a `hub` model loads."""
+    found = CATALOG[params.class_name]
+    return found.hub_arch or params.init_args.get(found.hub_arg) or _default_arg(params.class_name, found.hub_arg)
 
 
 def _default_arg(class_name: str, arg: str) -> Any:
@@ -198,28 +230,47 @@ def _version() -> str:
 
 # ---- build ---------------------------------------------------------------------------------------
 
-def build(spec: ModelSpec, size: tuple[int, int], common: dict[str, Any], seed: int) -> tuple[Any, dict[str, Any]]:
+def build_zoo_model(spec: ModelSpec, size: tuple[int, int], common: dict[str, Any], seed: int
+                    ) -> tuple[Any, dict[str, Any]]:
     """The anomalib module of a `kind: anomalib` model and the facts the record states about its weights."""
-    check(spec)
+    from vadbench.models import backbones
+
+    check_model(spec)
     params = spec.settings
     found, cls = CATALOG[params.class_name], model_class(params.class_name)
     args, facts = dict(params.init_args), ({"input_paths": input_paths(params)} if input_paths(params) else {})
     net = None
     if found.weights == "backbone":
         net, facts["backbone"], facts["layers"] = _local_backbone(cls, found, args)
+    elif found.weights == "random" and args.get("pre_trained") is True:
+        facts.update(backbones.timm_origin(_timm_arch(params)))
+        facts["provenance"] = f"backbone: {facts['backbone']}, {facts['backbone_file']} (sha256 {facts['backbone_sha256']})"
     elif found.weights == "random":
         args["pre_trained"] = False
-        arch = args.get("backbone", _default_arg(params.class_name, "backbone"))
+        arch = _timm_arch(params)
         facts["backbone"] = f"random {arch} (pre_trained: false, seed {seed}) - not the paper's pretrained backbone"
         log.warning("%s runs with a RANDOM backbone (not the paper's pretrained one)", params.class_name)
     elif found.weights == "hub":
-        facts["backbone"] = f"pretrained:{hub_file(params)}"
+        facts["backbone"] = f"pretrained:{required_hub_file(params)}"
+    facts.setdefault("provenance", _provenance(params, found, facts))
     if params.class_name == "Glass":
         args.setdefault("input_shape", size)
-    module = _with_train_overrides(cls, spec)(**args, pre_processor=_pre_processor(cls, found, size), **common)
+    with backbones.hub_offline():  # timm reads the Hugging Face cache only: what check() found there
+        module = _with_train_overrides(cls, spec)(**args, pre_processor=_pre_processor(cls, found, size), **common)
     _FIXUPS.get(params.class_name, lambda *a: None)(module, params, net, size)
     facts["trainer_arguments"] = {k: v for k, v in module.trainer_arguments.items() if _plain(v)}
     return module, facts
+
+
+def _provenance(params: AnomalibParams, found: Entry, facts: dict[str, Any]) -> str:
+    """The record's line on where the model's weights come from (file and sha256 where pretrained)."""
+    from vadbench.models import backbones
+
+    if found.weights == "hub":
+        return f"backbone: {backbones.origin(_hub_arch(params))}"
+    if found.weights == "backbone":
+        return f"backbone: {backbones.origin(params.init_args.get('backbone', 'mobilenet_v2'))}"
+    return f"backbone: {facts['backbone']}" if "backbone" in facts else "no pretrained part"
 
 
 def _local_backbone(cls: type, found: Entry, args: dict[str, Any]) -> tuple[Any, str, list[str]]:

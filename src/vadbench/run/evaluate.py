@@ -6,7 +6,6 @@ This is what notebooks/train_evaluate.ipynb calls; it returns a RunResult that `
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ from lightning.pytorch import seed_everything
 
 from vadbench import records, stats
 from vadbench.config import RunSpec
-from vadbench.data import cache, datamodules
-from vadbench.models import build as models
-from vadbench.run import figures, metrics, original, timing
+from vadbench.data import cache, datamodules, splits
+from vadbench.models import build, schedules
+from vadbench.run import figures, metrics, original, speed, timing
 from vadbench.run.environment import environment_info, resolve_device
 from vadbench.run.progress import Progress, TrainingProgress
 
@@ -62,8 +61,9 @@ class RunResult:
         return pd.DataFrame([row]).set_index("run").round(4)
 
 
-def make_engine(run: RunSpec, device: torch.device, work_dir: Path) -> Engine:
-    """anomalib Engine with the run's step budget, no validation loop, no checkpoint files, our progress display."""
+def make_engine(run: RunSpec, device: torch.device, work_dir: Path, *callbacks: Any) -> Engine:
+    """anomalib Engine with the run's step budget, no validation loop, no checkpoint files, our progress display
+    and any further callbacks (the learning-rate trace)."""
     return Engine(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -74,7 +74,8 @@ def make_engine(run: RunSpec, device: torch.device, work_dir: Path) -> Engine:
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False), TrainingProgress(run.label)],
+        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False), TrainingProgress(run.label),
+                   *callbacks],
         default_root_dir=work_dir,
     )
 
@@ -175,7 +176,7 @@ VAL_NAMES = {"train": "held-out train images", "test": "the test set (anomalib's
              "test_half": "half of the test set (anomalib's from_test)"}
 
 
-def fit_thresholds(run: RunSpec, val: Scored) -> metrics.Thresholds:
+def thresholds_for(run: RunSpec, val: Scored) -> metrics.Thresholds:
     """Thresholds on the validation images as the run's protocol says; the method names what really happened."""
     where = VAL_NAMES[run.val_source]
     if run.evaluation.protocol == "study_replay":
@@ -201,7 +202,7 @@ def test_metrics(run: RunSpec, test: Scored, thresholds: metrics.Thresholds, dat
 def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     device = stage.device = resolve_device(run.device)
     seed_everything(run.seed, workers=True, verbose=False)
-    built = models.build_model(run.model, run.seed)
+    built = build.build_model(run.model, run.seed)
     datamodule = datamodules.build_datamodule(run, run.model.train.batch_size, pin_memory=device.type == "cuda")
     cache_facts = {}
     if run.evaluation.image_cache:
@@ -209,8 +210,9 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
         cache_facts = cache.warm(datamodule, built.module.pre_processor.transform)
     log.info("training %s", run.label)
     stage("training")
+    rates = schedules.LearningRates()
     with tempfile.TemporaryDirectory(prefix="vadbench-engine-") as work_dir:
-        engine = make_engine(run, device, Path(work_dir))
+        engine = make_engine(run, device, Path(work_dir), rates)
         with timing.Stopwatch(device) as fit_clock, out_of_memory_names("training", run.model.train.batch_size):
             engine.fit(built.module, datamodule=datamodule)
     stage("scoring")
@@ -218,15 +220,15 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     if built.model_class == "EfficientAd":
         fit_map_normalisation(module, datamodule.val_dataloader(), device)
     val = score_loader(module, datamodule.val_dataloader(), device)
-    thresholds = fit_thresholds(run, val)
+    thresholds = thresholds_for(run, val)
     with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
         test = score_loader(module, datamodule.test_dataloader(), device, what="test images")
     result_metrics = test_metrics(run, test, thresholds, datamodule.test_data)
     stage("timing")
     shape = (3, run.model.image_size, run.model.image_size)
-    model_times = timing.time_model(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
+    model_times = timing.latency_figures(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
                                     warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
-    size_figures, speed = speed_section(run, module.model, shape, device)
+    size_figures, speed_rows = speed_section(run, module.model, shape, device)
     stage("done")
     pipeline = timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size)
     record = {
@@ -239,11 +241,12 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
                    "harness_ms_per_image": timing.harness_ms_per_image(test_clock.seconds, test.model_seconds,
                                                                        len(test.labels)),
                    **size_figures, **timing.peak_memory(device), **stage.memory},
-        "speed": speed,
+        "speed": speed_rows,
         "split": split_facts(run, datamodule),
         "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
                      "steps_run": int(engine.trainer.global_step), "epochs_run": int(engine.trainer.current_epoch),
-                     "train_batch_size": run.model.train.batch_size, **built.facts},
+                     "train_batch_size": run.model.train.batch_size, "lr_schedule": schedules.describe(run.model),
+                     "learning_rates": rates.trace, **built.facts},
         "environment": environment_info(device),
         "started_at": started, "finished_at": records.now(),
     }
@@ -253,40 +256,18 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
 
 def speed_section(run: RunSpec, model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device
                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Parameter count and FLOPs (always), and the GPU-grade speed rows when run.speed asks for them."""
-    figures = {"model_params": timing.parameter_count(model), "model_flops_per_image": _flops(model, shape, device)}
-    spec = run.speed
-    if spec.enabled == "never" or (spec.enabled == "auto" and device.type != "cuda"):
-        return figures, []
-    if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    rows = timing.speed_rows(model, shape, device, batch_sizes=spec.batch_sizes, precisions=spec.precisions,
-                             warmup=spec.warmup, iterations=spec.iterations, channels_last=spec.channels_last)
-    if spec.paper_protocol:
-        for precision in spec.precisions:
-            rows.append(timing.host_to_host_latency(lambda x: _anomaly_map(model, x), shape, device,
-                                                    precision=precision, warmup=spec.warmup,
-                                                    iterations=spec.iterations))
-    return figures, [dataclasses.asdict(r) for r in rows]
+    """Parameter count and FLOPs (always), and the speed protocol's rows when run.speed asks for them."""
+    size = speed.size_figures(model, shape, device)
+    if run.speed.enabled == "never" or (run.speed.enabled == "auto" and device.type != "cuda"):
+        return size, []
+    return size, speed.protocol_rows(model, shape, device, run.speed)
 
 
-def _anomaly_map(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The anomaly map of an anomalib torch model's inference output."""
-    return model(x).anomaly_map
-
-
-def _flops(model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device) -> int | None:
-    """FLOPs per image, or None (logged) when torch's counter cannot trace the model."""
-    try:
-        return timing.flops_per_image(model, shape, device)
-    except Exception as exc:  # the counter is a dispatch-level trace; a failure must not lose the run
-        log.warning("FLOP count failed: %s: %s", type(exc).__name__, exc)
-        return None
 def split_facts(run: RunSpec, datamodule: Any) -> dict[str, Any]:
     """Where thresholds were fitted, the split and undersampling settings and the resulting image counts."""
     held_out = run.val_source == "train"
     return {"val_source": run.val_source, "val_ratio": run.evaluation.val_ratio if held_out else None,
-            "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **datamodules.split_counts(datamodule)}
+            "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **splits.split_counts(datamodule)}
 
 
 def scores_table(test: Scored, image_threshold: float, run: RunSpec) -> pd.DataFrame:

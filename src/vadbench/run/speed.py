@@ -1,8 +1,8 @@
 """`vadbench speed`: time any model an experiment describes, with no dataset (random input at its image size).
 
-The same code as a record's `speed` rows (vadbench.run.timing): warm-up, synchronise, median/p90 latency,
-throughput, at each precision × batch size on a fixed on-device input, plus the paper's host-to-host
-latency; parameters, FLOPs and peak memory per model. Inputs that do not change a model's speed are
+The same protocol as a record's `speed` rows (`protocol_rows`, on vadbench.run.timing's loop): warm-up,
+synchronise, median/p90 latency, throughput, at each precision × batch size on a fixed on-device input, plus
+the paper's host-to-host latency; parameters, FLOPs and peak memory per model. Inputs that do not change a model's speed are
 replaced so that nothing needs to be on disk: DRÆM gets Perlin anomalies, EfficientAD a random teacher;
 memory-bank models (PatchCore, PaDiM) are fitted on a few random images first. vadbench.report.speed sets
 published figures beside these rows.
@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from vadbench.config import EfficientAdParams, Experiment, ModelSpec
+from vadbench.config import EfficientAdParams, Experiment, ModelSpec, SpeedSpec
 from vadbench.models.build import build_model
 from vadbench.run import timing
 from vadbench.run.environment import device_name, resolve_device
@@ -26,20 +25,6 @@ from vadbench.run.environment import device_name, resolve_device
 log = logging.getLogger(__name__)
 
 FIT_IMAGES = 4  # random images a memory-bank model is fitted on before it can infer
-
-
-@dataclass(frozen=True)
-class SpeedOptions:
-    """What to time (the command's flags)."""
-
-    device: str = "auto"
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16"])
-    channels_last: bool = False
-    warmup: int = 100
-    iterations: int = 200
-    paper_protocol: bool = True
-    train_steps: int = 0  # EfficientAD: time this many training steps on random data (0: none)
 
 
 def timing_spec(spec: ModelSpec, scratch: Path) -> ModelSpec:
@@ -70,23 +55,41 @@ def model_for_timing(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     return module.model.eval()
 
 
-def time_model(spec: ModelSpec, options: SpeedOptions, device: torch.device) -> list[dict]:
-    """One tidy row per protocol × precision × batch size, each with the model's size figures."""
-    model = model_for_timing(spec, device)
-    if options.channels_last:
+def size_figures(model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device) -> dict[str, int | None]:
+    """Parameter count and FLOPs per image (None, logged, when torch's counter cannot trace the model)."""
+    try:
+        flops = timing.flops_per_image(model, shape, device)
+    except Exception as exc:  # the counter is a dispatch-level trace; a failure must not lose the run
+        log.warning("FLOP count failed: %s: %s", type(exc).__name__, exc)
+        flops = None
+    return {"model_params": timing.parameter_count(model), "model_flops_per_image": flops}
+
+
+def protocol_rows(model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device,
+                  speed: SpeedSpec) -> list[dict]:
+    """The speed protocol, for records and `vadbench speed` alike: each precision × batch size on a fixed on-device
+    input, then the papers' host-to-host latency per precision (when `paper_protocol`)."""
+    if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    rows = timing.on_device_rows(model, shape, device, batch_sizes=speed.batch_sizes, precisions=speed.precisions,
+                                 warmup=speed.warmup, iterations=speed.iterations, channels_last=speed.channels_last)
+    if speed.paper_protocol:
+        rows += [timing.host_to_host_latency(lambda x: model(x).anomaly_map, shape, device, precision=p,
+                                             warmup=speed.warmup, iterations=speed.iterations)
+                 for p in speed.precisions]
+    return [dataclasses.asdict(row) for row in rows]
+
+
+def model_rows(spec: ModelSpec, speed: SpeedSpec, device: torch.device) -> list[dict]:
+    """One tidy row per protocol × precision × batch size of a model built from spec, each with its size figures."""
+    model = model_for_timing(spec, device)
     shape = (3, spec.image_size, spec.image_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rows = timing.speed_rows(model, shape, device, batch_sizes=options.batch_sizes, precisions=options.precisions,
-                             warmup=options.warmup, iterations=options.iterations, channels_last=options.channels_last)
-    if options.paper_protocol:
-        rows += [timing.host_to_host_latency(lambda x: model(x).anomaly_map, shape, device, precision=p,
-                                             warmup=options.warmup, iterations=options.iterations)
-                 for p in options.precisions]
-    size = {"model_kind": spec.kind, "image_size": spec.image_size, "model_params": timing.parameter_count(model),
-            "model_flops_per_image": timing.flops_per_image(model, shape, device), **timing.peak_memory(device)}
-    return [{"model": spec.name, **size, **dataclasses.asdict(row)} for row in rows]
+    rows = protocol_rows(model, shape, device, speed)
+    size = {"model_kind": spec.kind, "image_size": spec.image_size, **size_figures(model, shape, device),
+            **timing.peak_memory(device)}
+    return [{"model": spec.name, **size, **row} for row in rows]
 
 
 TRAIN_WARMUP = 5  # untimed training steps before the timed ones
@@ -119,22 +122,25 @@ def training_rows(spec: ModelSpec, device: torch.device, steps: int) -> list[dic
     return [dataclasses.asdict(row)]
 
 
-def speed_table(exp: Experiment, options: SpeedOptions, model: str | None = None) -> pd.DataFrame:
-    """Rows for every model of the experiment (or the one named), with the device they were timed on."""
+def speed_table(exp: Experiment, speed: SpeedSpec, device: str = "auto", model: str | None = None,
+                train_steps: int = 0) -> pd.DataFrame:
+    """Rows for every model of the experiment (or the one named), with the device they were timed on.
+
+    train_steps: EfficientAD, also time this many training steps on random data (0: none)."""
     specs = [m for m in exp.models if model in (None, m.name)]
     if not specs:
         from vadbench.errors import ConfigError
 
         raise ConfigError(f"{exp.source}: no model {model!r}; models: {[m.name for m in exp.models]}")
-    device = resolve_device(options.device)
+    where = resolve_device(device)
     rows = []
     for spec in specs:
-        log.info("timing %s (%s, %d px) on %s", spec.name, spec.kind, spec.image_size, device)
-        rows += time_model(spec, options, device)
-        rows += [{**rows[-1], **row} for row in training_rows(spec, device, options.train_steps)]
+        log.info("timing %s (%s, %d px) on %s", spec.name, spec.kind, spec.image_size, where)
+        rows += model_rows(spec, speed, where)
+        rows += [{**rows[-1], **row} for row in training_rows(spec, where, train_steps)]
     table = pd.DataFrame(rows)
-    table.insert(1, "device", device.type)
-    table.insert(2, "device_name", device_name(device))
+    table.insert(1, "device", where.type)
+    table.insert(2, "device_name", device_name(where))
     sizes = {m.name: getattr(m.settings, "model_size", "") for m in exp.models}
     table.insert(4, "model_size", [sizes[name] for name in table["model"]])
     return table

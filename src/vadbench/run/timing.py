@@ -161,7 +161,7 @@ def _random_batch(shape: tuple[int, ...], device: torch.device, seed: int) -> to
     return torch.rand(shape, generator=generator, device=device)
 
 
-def time_model(
+def latency_figures(
     fn: Callable[[torch.Tensor], Any],
     image_shape: tuple[int, int, int],
     *,
@@ -272,7 +272,7 @@ def _on_device_row(fn: Callable[[torch.Tensor], Any], shape: tuple[int, int, int
                     res.median_ms, res.p90_ms, res.img_per_s, note)
 
 
-def speed_rows(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, int, int], device: torch.device | str, *,
+def on_device_rows(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, int, int], device: torch.device | str, *,
                batch_sizes: list[int], precisions: list[str], warmup: int = 100, iterations: int = 200,
                channels_last: bool = False) -> list[SpeedRow]:
     """Time fn at each precision × batch size on a fixed on-device input.

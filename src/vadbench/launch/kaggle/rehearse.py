@@ -27,8 +27,11 @@ from typing import Any
 
 import yaml
 
-from vadbench.launch import kaggle as kaggle_runs
-from vadbench.launch.kaggle_shards import load_kaggle_spec
+from vadbench import records
+from vadbench.launch import parameters
+from vadbench.launch.kaggle import pull, push
+from vadbench.launch.kaggle.shards import CODE_DIR, Shard
+from vadbench.launch.kaggle.spec import load_kaggle_spec
 
 log = logging.getLogger(__name__)
 OUT = Path("outputs/kaggle-rehearsal")
@@ -63,7 +66,7 @@ def rehearse(params_file: Path | str, kaggle_params: Path | str | None = None, s
     spec = load_kaggle_spec(kaggle_params)
     extra = {"pip_options": ["--no-index"], "require_gpu": False, **({"deadline_s": float(deadline_s)}
                                                                         if deadline_s is not None else {})}
-    shards = kaggle_runs.write_shards(params_file, out_root, spec, shard_by or ["model", "dataset"], "rehearsal",
+    shards = push.write_shards(params_file, out_root, spec, shard_by or ["model", "dataset"], "rehearsal",
                                       extra=extra)
     chosen = [s for s in shards if shard is None or shard in (s.slug, s.kernel_id) or s.slug.startswith(shard)]
     if not chosen:
@@ -73,7 +76,7 @@ def rehearse(params_file: Path | str, kaggle_params: Path | str | None = None, s
     return [_rehearse_shard(s, exp_name, spec.mounts, spec.code_dataset, out_root) for s in chosen]
 
 
-def _rehearse_shard(shard: kaggle_runs.Shard, exp_name: str, all_mounts: dict[str, str], code_dataset: str,
+def _rehearse_shard(shard: Shard, exp_name: str, all_mounts: dict[str, str], code_dataset: str,
                     out_root: Path) -> dict[str, Any]:
     """Execute one shard's notebook in a replica; its working folder lands in downloads/<slug> for pull."""
     import nbformat
@@ -88,14 +91,13 @@ def _rehearse_shard(shard: kaggle_runs.Shard, exp_name: str, all_mounts: dict[st
     working.mkdir(parents=True)
     notebook = Path(shard.folder) / f"{shard.slug}.ipynb"
     nb = nbformat.read(notebook, as_version=4)
-    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    mounts = {k: v for k, v in all_mounts.items() if f"{k!r}:" in params.source}
-    binds = [(out_root / kaggle_runs.CODE_DIR, code_dataset)] + [(Path(k), "/".join(v.split("/")[1:])) for k, v in mounts.items()]
-    teacher = _param(params.source, "teacher_weights")
-    if teacher:  # this machine's anomalib teacher folder stands for the attached teacher dataset
-        from vadbench.launch.kaggle_inputs import teacher_dir
+    values = parameters.values(nb)
+    binds = [(out_root / CODE_DIR, code_dataset)] + [(Path(k), "/".join(v.split("/")[1:]))
+                                                      for k, v in all_mounts.items() if k in values["mounts"]]
+    if values["teacher_weights"]:  # this machine's anomalib teacher folder stands for the attached teacher dataset
+        from vadbench.launch.kaggle.kernel.inputs import teacher_dir
 
-        binds.append((teacher_dir(), "/".join(teacher.split("/")[1:])))
+        binds.append((teacher_dir(), "/".join(values["teacher_weights"].split("/")[1:])))
     overrides = {"work_dir": str((base / "project").resolve()), "scratch_dir": str((base / "scratch").resolve()),
                  "site_dir": str((base / "site").resolve())}
     namespace = os.geteuid() == 0 and shutil.which("unshare") is not None
@@ -106,14 +108,14 @@ def _rehearse_shard(shard: kaggle_runs.Shard, exp_name: str, all_mounts: dict[st
             shutil.copytree(src.resolve(), input_root / rel, symlinks=False)
         _make_read_only(input_root)
         overrides.update(input_root=str(input_root.resolve()), output_dir=str((working / "runs").resolve()))
-    set_params(nb, params, overrides)
+    nb = parameters.parameterize(nb, overrides)
     executed = base / "executed.ipynb"
     base.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, base / "kernel.ipynb")
     started = time.monotonic()
     done = execute_in_replica(base / "kernel.ipynb", executed, binds, working, base, namespace)
     seconds = time.monotonic() - started
-    status_path = working / kaggle_runs.STATUS_FILE
+    status_path = working / records.SHARD_STATUS_FILE
     state = json.loads(status_path.read_text()) if status_path.is_file() else {}
     summary = {"shard": shard.slug, "ok": done.returncode == 0, "seconds": round(seconds, 1), "namespace": namespace,
                "notebook": str(executed), **{k: state.get(k, []) for k in ("finished", "failed", "deferred")}}
@@ -123,26 +125,6 @@ def _rehearse_shard(shard: kaggle_runs.Shard, exp_name: str, all_mounts: dict[st
     if done.returncode != 0:
         log.error("%s", done.stderr[-3000:])
     return summary
-
-
-def _param(source: str, name: str) -> Any:
-    """The literal value of one parameter in a parameters cell."""
-    import ast
-
-    line = next(x for x in source.splitlines() if x.split(":", 1)[0].strip() == name)
-    return ast.literal_eval(line.split("=", 1)[1].split("  #", 1)[0].strip())
-
-
-def set_params(nb: Any, cell: Any, overrides: dict[str, Any]) -> None:
-    """Replace the values of these parameters in a parameters cell (names and annotations kept)."""
-    lines = []
-    for line in cell.source.splitlines():
-        name = line.split(":", 1)[0].strip()
-        if name in overrides:
-            annotation = line.split(":", 1)[1].split("=", 1)[0].strip()
-            line = f"{name}: {annotation} = {overrides[name]!r}"
-        lines.append(line)
-    cell.source = "\n".join(lines)
 
 
 def execute_in_replica(notebook: Path, executed: Path, binds: list[tuple[Path, str]], working: Path, base: Path,
@@ -193,6 +175,6 @@ class RehearsalOutputs:
         return [p for p in Path(dest).rglob("*") if p.is_file()]
 
 
-def pull_rehearsal(runs_root: Path | str, out_root: Path | str = OUT) -> kaggle_runs.PullResult:
+def pull_rehearsal(runs_root: Path | str, out_root: Path | str = OUT) -> pull.PullResult:
     """Merge a rehearsal's /kaggle/working records into a runs root, exactly as `pull` merges Kaggle's."""
-    return kaggle_runs.pull(out_root, runs_root, api=RehearsalOutputs())
+    return pull.pull(out_root, runs_root, api=RehearsalOutputs())

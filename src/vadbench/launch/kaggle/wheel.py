@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vadbench.paths import SOURCE_ROOT
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parents[2]  # src/vadbench
 PROJECT_ROOT = SOURCE_ROOT
 _STAMP = (2020, 1, 1, 0, 0, 0)
 

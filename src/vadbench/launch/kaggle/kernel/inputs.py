@@ -38,13 +38,18 @@ def teacher_dir() -> Path:
     return get_pretrained_weights_dir() / "efficientad_pretrained_weights"
 
 
-def fetch(items: list[str], scratch: Path) -> list[dict[str, Any]]:
+def fetch_inputs(items: list[str], scratch: Path) -> list[dict[str, Any]]:
     """Fetch each `kind:path` not present yet with anomalib's downloader, verify it, and describe it."""
     from anomalib.data.utils import download_and_extract
 
     facts = []
     for item in items:
         kind, _, path = item.partition(":")
+        if kind == "backbone":  # `source:arch`, by vadbench fetch-backbone's own code
+            from vadbench.models.backbones import fetch as fetch_backbone
+
+            facts += fetch_backbone(*reversed(path.split(":", 1)))
+            continue
         info = _download_info(kind)
         if kind == "teacher":
             target = teacher_dir() / f"pretrained_teacher_{path}.pth"

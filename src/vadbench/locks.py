@@ -1,4 +1,4 @@
-"""One run, one owner: an exclusive lock per run folder, and a host-wide log of runs in progress.
+"""File locks, in one place: one run one owner, a host-wide log of runs in progress, and a plain exclusive section.
 
 `RunLock` holds an `flock` on `.<run>.lock` beside the run folder while the run executes; the file
 names the owning process and host. A second batch that finds it held skips the run. The kernel
@@ -7,22 +7,35 @@ warning naming the dead owner).
 
 `ActiveRuns` keeps one small file per run in progress on this host (under $VADBENCH_ACTIVE_DIR, else
 ~/.cache/vadbench/active-runs), so a finished run can tell whether other runs shared the machine
-while it was timed.
+while it was timed. `exclusive` makes others wait (one VisA conversion at a time, whichever run comes first).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 STALE_ACTIVE_S = 7 * 24 * 3600  # entries of finished runs older than this are pruned
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if needed) for the block; other holders wait their turn."""
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def lock_path(directory: Path) -> Path:

@@ -2,7 +2,7 @@
 
 One `DatasetInfo` per dataset kind: its categories, on-disk layout, expected image counts, the
 environment variable and default folder its root comes from, and where to download it. This module
-uses only the standard library so that `config` can read it; `layouts` validates roots on disk.
+uses only the standard library (a leaf that `config` reads); `vadbench.data.checks` validates roots on disk.
 """
 from __future__ import annotations
 
@@ -26,8 +26,6 @@ VISA_COUNTS: dict[str, Counts] = {
     "pcb3": (905, 101, 100), "pcb4": (904, 101, 100), "pipe_fryum": (450, 50, 100),
 }
 WFDD_CATEGORIES = ("grey_cloth", "grid_cloth", "yellow_cloth", "pink_flower")
-#: Total image count the WFDD authors publish (per-category counts are not published).
-WFDD_TOTAL_IMAGES = 4101
 
 
 @dataclass(frozen=True)
