@@ -14,7 +14,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from vadbench.records import FIGURE_FILE, IDENTITY, METRICS, PROTOCOLS
-from vadbench.report import breakdowns as report_tables
+from vadbench.report import breakdowns
 from vadbench.report.frames import is_ok, protocol_tag, with_columns
 from vadbench.report.tables import comparison_table, per_category_table
 
@@ -130,10 +130,10 @@ DELTA_FIGURE_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1")
 
 def delta_figure(frame: pd.DataFrame, baseline: str | None = None) -> Figure:
     """Per-category differences between experiments (b minus a; see
-    :func:`report_tables.experiment_deltas`): one row of panels per metric, one column per
+    :func:`breakdowns.experiment_deltas`): one row of panels per metric, one column per
     experiment pair × dataset, categories on x, models side by side, zero line drawn."""
-    deltas = report_tables.experiment_deltas(per_category_table(frame), baseline)
-    deltas = deltas.loc[deltas["metric"].isin(DELTA_FIGURE_METRICS) & (deltas["category"] != report_tables.MEAN_LABEL)]
+    deltas = breakdowns.experiment_deltas(per_category_table(frame), baseline)
+    deltas = deltas.loc[deltas["metric"].isin(DELTA_FIGURE_METRICS) & (deltas["category"] != breakdowns.MEAN_LABEL)]
     if deltas.empty:
         return _empty_figure("no experiment deltas: no two experiments share a model and dataset")
     tags = {side: [protocol_tag(*r, short=True) for r in deltas[[f"{p}_{side}" for p in PROTOCOLS]]

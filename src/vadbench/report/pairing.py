@@ -68,7 +68,7 @@ def read_scores(path: Path, category: object, dataset_kind: object) -> pd.DataFr
     return table.drop_duplicates("key").sort_values("key", kind="stable").loc[:, ["key", "label", "score"]]
 
 
-def run_cells(frame: pd.DataFrame) -> dict[tuple, Cell]:
+def scored_cells(frame: pd.DataFrame) -> dict[tuple, Cell]:
     """(CELL key: experiment, dataset, model, protocols, category) -> its runs' Cell, from every `ok` run with a
     readable scores.csv; seeds are aligned on the images they all scored (`align_seeds`)."""
     frame = with_columns(frame, (*CELL, "seed", "dataset_kind", "_path"))

@@ -27,8 +27,7 @@ import pandas as pd
 
 from vadbench.errors import ReportError
 from vadbench.records import GROUP, IDENTITY, INTERVALS, METRICS, PROTOCOLS, is_replay, load_all, records_frame
-from vadbench.report import breakdowns as report_tables
-from vadbench.report import references
+from vadbench.report import breakdowns, references
 from vadbench.report.frames import is_ok, protocol_tag, with_columns
 from vadbench.report.speed import SPEED_GROUP, like_with_like, speed_summary
 from vadbench.report.uncertainty import answer_tables
@@ -129,7 +128,7 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
 
     ``incomplete`` is True when another model on the same experiment × dataset has a category this
     one lacks (listed in ``missing_categories``). ``mixed_configs`` is True when the group's runs
-    were made from different configs (see :func:`report_tables.config_check`).
+    were made from different configs (see :func:`breakdowns.config_check`).
     """
     runs = per_category_table(frame)
     if runs.empty:
@@ -169,7 +168,7 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
     table["incomplete"] = [bool(m) for m in missing]
     table["n_categories"] = table["n_categories"].astype(int)
     table["n_runs"] = table["n_runs"].astype(int)
-    mixed = report_tables.config_check(frame).set_index(list(GROUP))["mixed"]
+    mixed = breakdowns.config_check(frame).set_index(list(GROUP))["mixed"]
     table["mixed_configs"] = [bool(mixed.get(key, False)) for key in zip(*(table[g] for g in GROUP))]
     return table.loc[:, list(COMPARISON_COLUMNS)].reset_index(drop=True)
 
@@ -219,7 +218,7 @@ def reference_table(frame: pd.DataFrame, reference_paths: list[Path | str] = ())
         return pd.DataFrame(columns=columns)
     runs = per_category_table(frame)
     comparison = comparison_table(frame).set_index(list(GROUP))
-    cells = report_tables.category_results(runs).set_index([*GROUP, "category"])
+    cells = breakdowns.category_results(runs).set_index([*GROUP, "category"])
     speed = like_with_like(frame).set_index(list(SPEED_GROUP))
     rows = []
     for _, ident in references.model_identity(frame.loc[is_ok(frame)]).iterrows():
@@ -272,11 +271,11 @@ def report_tables_for(frame: pd.DataFrame, reference_paths: list[Path | str] = (
         "per_category": runs,
         "comparison": comparison_table(frame),
         "failed_runs": failed_runs(frame),
-        "category_results": report_tables.category_results(runs),
-        "category_speed": report_tables.category_speed(runs),
-        "seeds": report_tables.seed_summary(runs),
-        "experiment_deltas": report_tables.experiment_deltas(runs, baseline),
-        "config_check": report_tables.config_check(frame),
+        "category_results": breakdowns.category_results(runs),
+        "category_speed": breakdowns.category_speed(runs),
+        "seeds": breakdowns.seed_summary(runs),
+        "experiment_deltas": breakdowns.experiment_deltas(runs, baseline),
+        "config_check": breakdowns.config_check(frame),
         "references": beside_our_interval(reference_table(frame, reference_paths), answer["answer_means"]),
         "speed": speed_summary(frame),
         **answer,

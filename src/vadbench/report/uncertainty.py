@@ -30,7 +30,7 @@ import pandas as pd
 from vadbench import stats
 from vadbench.records import GROUP, PROTOCOLS, is_replay
 from vadbench.report.frames import is_ok, with_columns
-from vadbench.report.pairing import Cell, paired, run_cells
+from vadbench.report.pairing import Cell, paired, scored_cells
 
 RESAMPLES = 5000
 LEVEL = stats.LEVEL
@@ -196,7 +196,7 @@ def answer_means(frame: pd.DataFrame, cells: dict[tuple, Cell] | None = None,
                  resampler: Resampler | None = None) -> pd.DataFrame:
     """Per experiment × dataset × model × protocols: mean image AUROC (interval from scores.csv, seeds and images
     resampled) and mean pixel AUROC."""
-    cells = run_cells(frame) if cells is None else cells
+    cells = scored_cells(frame) if cells is None else cells
     resampler = resampler or Resampler()
     rows = []
     for group, by_category in _by_group(cells).items():
@@ -259,7 +259,7 @@ def answer_differences(frame: pd.DataFrame, cells: dict[tuple, Cell] | None = No
     of one model and experiment under different protocols): b − a of mean image AUROC over the categories both ran,
     paired on the test images both scored; a pair that shares none is a row saying why. Holm's correction runs over
     every row compared."""
-    cells = run_cells(frame) if cells is None else cells
+    cells = scored_cells(frame) if cells is None else cells
     resampler = resampler or Resampler()
     groups = _by_group(cells)
     rows = []
@@ -322,7 +322,7 @@ def _check(row: pd.Series, expect: str | float) -> str:
 
 def answer_tables(frame: pd.DataFrame, resamples: int = RESAMPLES) -> dict[str, pd.DataFrame]:
     """The answer's tables, by their TABLE_FILES names."""
-    cells, resampler = run_cells(frame), Resampler(resamples)
+    cells, resampler = scored_cells(frame), Resampler(resamples)
     differences = answer_differences(frame, cells, resampler)
     return {"answer_means": answer_means(frame, cells, resampler), "answer_differences": differences,
             "study_claims": study_claims(differences)}
