@@ -63,7 +63,8 @@ def test_run_files_agree(finished, model):
     record = records.read_record(run_dir)
     assert record["status"] == "ok" and record["error"] is None
     scores = pd.read_csv(run_dir / "scores.csv")
-    assert list(scores.columns) == ["path", "label", "defect_type", "score", "predicted"]
+    assert list(scores.columns) == ["path", "key", "label", "defect_type", "score", "predicted"]
+    assert all(key == "brick/test/" + "/".join(path.split("/")[-2:]) for path, key in zip(scores["path"], scores["key"]))
     split, timing, metrics = record["split"], record["timing"], record["metrics"]
     assert (split["train_images"], split["val_images"]) == (6, 2) and split["val_source"] == "train"
     assert len(scores) == timing["test_images"] == split["test_images_good"] + split["test_images_defect"] == 6

@@ -88,3 +88,4 @@ def test_visa_was_converted_with_the_official_split(finished):
     assert counts == [20, 4, 6, 6]
     scores = pd.read_csv(finished / "runs/layouts/draem/visa/capsules/seed0/scores.csv")
     assert all("/visa_pytorch/capsules/test/" in p for p in scores["path"])
+    assert all(k.startswith(("capsules/test/good/", "capsules/test/bad/")) for k in scores["key"])  # the root left out

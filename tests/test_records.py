@@ -78,3 +78,34 @@ def test_is_finished_needs_ok_status_and_same_hash(tmp_path):
     assert not records.is_finished(directory, "other")
     records.write_record(directory, sample(status="failed"))
     assert not records.is_finished(directory, "abc")
+
+
+def test_an_image_key_is_the_same_wherever_the_dataset_lives():
+    key = records.image_key
+    assert key("/kaggle/tmp/a1/visa/visa_pytorch/candle/test/bad/012.JPG", "candle", "visa") == "candle/test/bad/012.JPG"
+    assert key("/scratch/b2/visa_pytorch/candle/test/bad/012.JPG", "candle", "visa") == "candle/test/bad/012.JPG"
+    assert key("/kaggle/input/mvtec-ad/bottle/test/broken_large/000.png", "bottle", "mvtec_ad") \
+        == key("datasets/mvtec_ad/bottle/test/broken_large/000.png", "bottle", "mvtec_ad") \
+        == "bottle/test/broken_large/000.png"
+    assert key(r"D:\data\mvtec\bottle\test\good\001.png", "bottle", "mvtec_ad") == "bottle/test/good/001.png"
+    assert key("/home/me/own/widget/defect/d001.png", "widget", "folder") == "widget/defect/d001.png"
+    assert key("/x/test/test/good/1.png", "test", "mvtec_ad") == "test/test/good/1.png"  # a category named like a split
+    assert key("/data/c1/0.png", "c1", None) == "c1/0.png"  # unknown layout: from the category folder on
+    assert key("/elsewhere/0.png", "c1", "demo") == "/elsewhere/0.png"  # no category folder: the path itself
+
+
+def test_protocols_come_from_the_record_its_config_or_its_threshold_method():
+    fields = records.protocols_of
+    assert fields(sample(protocol="study_replay", pixel_protocol="original", split={"val_source": "test_half"})) == {
+        "protocol": "study_replay", "val_source": "test_half", "pixel_protocol": "original"}
+    # a config whose evaluation section omits a key ran its default (keys at their defaults are not written)
+    assert fields(sample(config={"evaluation": {"pixel_protocol": "original"}, "dataset": {"val_source": "test"}})) == {
+        "protocol": "honest", "val_source": "test", "pixel_protocol": "original"}
+    older = sample(config={}, metrics={"threshold_method": "anomalib F1AdaptiveThreshold on the test set (anomalib's "
+                                                           "same_as_test)", "ci_method": "BCa ... at each mask's original size"})
+    assert fields(older) == {"protocol": "study_replay", "val_source": "test", "pixel_protocol": "original"}
+    assert set(fields({"status": "ok"}).values()) == {records.NOT_RECORDED}
+    frame = records.records_frame([sample(), {"status": "ok", "model": "m"}])
+    assert frame["protocol"].tolist() == [records.NOT_RECORDED] * 2 and "val_source" in frame
+    assert records.is_replay("honest", "test") and records.is_replay("study_replay", "train")
+    assert not records.is_replay("honest", "train")

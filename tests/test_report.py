@@ -18,9 +18,7 @@ import pytest  # noqa: E402
 
 from vadbench.cli import main as cli_main  # noqa: E402
 from vadbench.records import METRICS, load_records, records_frame, run_dir, write_record  # noqa: E402
-from vadbench.report import build as report_build  # noqa: E402
-from vadbench.report import figures as report_figures
-from vadbench.report import tables as report  # noqa: E402
+from vadbench.report import build, figures, tables  # noqa: E402
 from vadbench.report.markdown import COLUMNS as MARKDOWN_COLUMNS
 
 EXPERIMENT = "bench"
@@ -124,8 +122,8 @@ def assert_csv_matches(path: Path, table: pd.DataFrame) -> None:
 
 def test_per_category_table(runs):
     _, truth, frame = runs
-    table = report.per_category_table(frame)
-    assert list(table.columns) == list(report.PER_CATEGORY_COLUMNS)
+    table = tables.per_category_table(frame)
+    assert list(table.columns) == list(tables.PER_CATEGORY_COLUMNS)
     assert len(table) == len(truth) == 9  # 10 runs, the failed one left out
     assert FAILED not in set(zip(table["model"], table["dataset"], table["category"]))
     for _, row in table.iterrows():
@@ -148,8 +146,8 @@ def test_per_category_table(runs):
 
 def test_comparison_table(runs):
     _, truth, frame = runs
-    table = report.comparison_table(frame)
-    assert list(table.columns) == list(report.COMPARISON_COLUMNS)
+    table = tables.comparison_table(frame)
+    assert list(table.columns) == list(tables.COMPARISON_COLUMNS)
     expected = expected_comparison(truth)
     assert len(table) == len(expected) == 4
     for _, row in table.iterrows():
@@ -184,7 +182,7 @@ def test_comparison_means_over_categories_then_seeds(tmp_path):
             "status": "ok", "experiment": "e", "model": "m", "dataset": "d", "category": category,
             "seed": seed, "metrics": {"image_auroc": value},
             "timing": {"test_images": images, "test_seconds": seconds}})
-    row = report.comparison_table(records_frame(load_records(tmp_path))).iloc[0]
+    row = tables.comparison_table(records_frame(load_records(tmp_path))).iloc[0]
     assert row["image_auroc"] == pytest.approx(((0.2 + 0.4) / 2 + 0.9) / 2)
     assert row["n_categories"] == 2 and row["n_runs"] == 3
     assert row["test_images"] == 60 and row["test_seconds"] == pytest.approx(16.0)
@@ -194,8 +192,8 @@ def test_comparison_means_over_categories_then_seeds(tmp_path):
 
 def test_failed_runs(runs):
     _, _, frame = runs
-    table = report.failed_runs(frame)
-    assert list(table.columns) == list(report.FAILED_COLUMNS)
+    table = tables.failed_runs(frame)
+    assert list(table.columns) == list(tables.FAILED_COLUMNS)
     assert len(table) == 1
     row = table.iloc[0]
     assert (row["model"], row["dataset"], row["category"]) == FAILED
@@ -210,19 +208,19 @@ def test_records_without_optional_fields(tmp_path):
             "status": "ok", "experiment": "e", "model": model, "dataset": "d", "category": "c",
             "seed": 0, "metrics": {"image_auroc": value}})
     frame = records_frame(load_records(tmp_path))
-    per_category = report.per_category_table(frame)
+    per_category = tables.per_category_table(frame)
     assert per_category["image_auroc"].tolist() == pytest.approx([0.7, 0.6])
     for column in ("pixel_aupro", "test_images", "test_seconds", "s_per_img", "pipeline_img_per_s",
                    "model_img_per_s", "fit_seconds"):
         assert per_category[column].isna().all(), column
-    comparison = report.comparison_table(frame)
+    comparison = tables.comparison_table(frame)
     for column in ("pixel_auroc", "test_images", "test_seconds", "s_per_img", "img_per_s", "model_img_per_s"):
         assert comparison[column].isna().all(), column  # not 0 from an empty sum
-    assert report.failed_runs(frame).empty
-    assert len(report.environment_table(frame)) == 2
-    for fig in (report_figures.metric_figure(frame), report_figures.speed_figure(frame)):
+    assert tables.failed_runs(frame).empty
+    assert len(tables.environment_table(frame)) == 2
+    for fig in (figures.metric_figure(frame), figures.speed_figure(frame)):
         fig.canvas.draw()
-    written = report.save_tables(report.report_tables_for(frame), tmp_path / "out")
+    written = tables.save_tables(tables.report_tables_for(frame), tmp_path / "out")
     assert pd.read_csv(written["comparison"])["test_images"].isna().all()
 
 
@@ -232,12 +230,12 @@ def test_records_without_identity_fields(tmp_path):
                                   "timing": {"test_images": 10, "test_seconds": 2.0}})
     write_record(tmp_path / "y", {"model": "m", "dataset": "d", "category": "c"})  # no status: not ok
     frame = records_frame(load_records(tmp_path))
-    row = report.comparison_table(frame).iloc[0]
+    row = tables.comparison_table(frame).iloc[0]
     assert row["image_auroc"] == pytest.approx(0.8) and row["img_per_s"] == pytest.approx(5.0)
     assert row["n_categories"] == 1 and not row["incomplete"]
-    assert report.failed_runs(frame)["category"].tolist() == ["c"]
-    report_figures.metric_figure(frame).canvas.draw()
-    report_figures.speed_figure(frame).canvas.draw()
+    assert tables.failed_runs(frame)["category"].tolist() == ["c"]
+    figures.metric_figure(frame).canvas.draw()
+    figures.speed_figure(frame).canvas.draw()
 
 
 def test_all_runs_failed(tmp_path):
@@ -245,26 +243,26 @@ def test_all_runs_failed(tmp_path):
         "status": "failed", "error": "ValueError: x", "experiment": "e", "model": "m", "dataset": "d",
         "category": "c", "seed": 0})
     frame = records_frame(load_records(tmp_path))
-    assert report.per_category_table(frame).empty
-    assert report.comparison_table(frame).empty
-    assert report.failed_runs(frame)["error"].tolist() == ["ValueError: x"]
-    for fig in (report_figures.metric_figure(frame), report_figures.speed_figure(frame)):
+    assert tables.per_category_table(frame).empty
+    assert tables.comparison_table(frame).empty
+    assert tables.failed_runs(frame)["error"].tolist() == ["ValueError: x"]
+    for fig in (figures.metric_figure(frame), figures.speed_figure(frame)):
         fig.canvas.draw()
 
 
 def test_write_tables(runs, tmp_path):
     _, truth, frame = runs
-    paths = report.save_tables(report.report_tables_for(frame), tmp_path / "out")
-    assert {k: p.name for k, p in paths.items()} == report.TABLE_FILES
+    paths = tables.save_tables(tables.report_tables_for(frame), tmp_path / "out")
+    assert {k: p.name for k, p in paths.items()} == tables.TABLE_FILES
     assert all(p.parent == tmp_path / "out" / "tables" for p in paths.values())
     assert len(pd.read_csv(paths["per_category"])) == len(truth)
     assert pd.read_csv(paths["failed_runs"])["error"].tolist() == [ERROR]
-    assert_csv_matches(paths["comparison"], report.comparison_table(frame))
+    assert_csv_matches(paths["comparison"], tables.comparison_table(frame))
 
 
 def test_metric_figure_draws_the_values(runs):
     _, truth, frame = runs
-    fig = report_figures.metric_figure(frame)
+    fig = figures.metric_figure(frame)
     metrics = list(METRICS)  # every metric has values here
     assert len(fig.axes) == len(metrics) * len(DATASETS)
     for i, metric in enumerate(metrics):
@@ -278,7 +276,7 @@ def test_metric_figure_draws_the_values(runs):
 
 def test_speed_figure_points(runs):
     _, truth, frame = runs
-    fig = report_figures.speed_figure(frame)
+    fig = figures.speed_figure(frame)
     expected = expected_comparison(truth)
     pipeline_ax, model_ax = fig.axes[:2]
     for ax, column in ((pipeline_ax, "img_per_s"), (model_ax, "model_img_per_s")):
@@ -312,17 +310,17 @@ def test_notebook_is_commit_clean():
 def test_build_report_without_records(tmp_path):
     (tmp_path / "runs").mkdir()
     with pytest.raises(FileNotFoundError, match="no run records"):
-        report_build.build_report(tmp_path / "runs", tmp_path / "out")
+        build.build_report(tmp_path / "runs", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="no run records"):
-        report_build.build_report(tmp_path / "missing", tmp_path / "out")
+        build.build_report(tmp_path / "missing", tmp_path / "out")
 
 
 def test_build_report(runs, tmp_path):
     root, truth, frame = runs
     out = tmp_path / "report"
-    paths = report_build.build_report(root, out)
+    paths = build.build_report(root, out)
     assert paths["html"] == out / "summary.html" and paths["notebook"] == out / "summary.ipynb"
-    for name in ("html", "notebook", *report.TABLE_FILES, "metrics_figure", "speed_figure"):
+    for name in ("html", "notebook", *tables.TABLE_FILES, "metrics_figure", "speed_figure"):
         assert paths[name].is_file(), name
 
     executed = nbformat.read(paths["notebook"], as_version=4)
@@ -335,14 +333,14 @@ def test_build_report(runs, tmp_path):
     assert html.count("data:image/png;base64,") >= 2  # metric and speed figures, embedded
     assert ERROR.replace("(", "").split(":")[0] in html and "CUDA out of memory" in html
     # outputs only: no code cells, no parameters cell, no input prompts
-    for code in ("report.per_category_table(frame)", "import logging", "runs_dir: str", "display("):
+    for code in ("tables.per_category_table(frame)", "import logging", "runs_dir: str", "display("):
         assert code not in html, code
     code_cells = re.findall(r'class="(jp-Cell jp-CodeCell[^"]*)"', html)
     assert len(code_cells) >= 10 and all("jp-mod-noInput" in c for c in code_cells)
     assert 'class="highlight' not in html and "In&nbsp;[" not in html
     assert "<table" in html and "dataframe" in html
 
-    assert_csv_matches(paths["comparison"], report.comparison_table(frame))
+    assert_csv_matches(paths["comparison"], tables.comparison_table(frame))
     assert len(pd.read_csv(paths["per_category"])) == len(truth)
     assert pd.read_csv(paths["failed_runs"])["error"].tolist() == [ERROR]
 

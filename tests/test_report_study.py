@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -21,11 +22,7 @@ from PIL import Image  # noqa: E402
 
 import chromium  # noqa: E402
 from vadbench.records import METRICS, load_records, records_frame, run_dir, write_record  # noqa: E402
-from vadbench.report import breakdowns as report_tables  # noqa: E402
-from vadbench.report import build as report_build
-from vadbench.report import export  # noqa: E402
-from vadbench.report import figures as report_figures
-from vadbench.report import tables as report
+from vadbench.report import breakdowns, build, export, figures, tables  # noqa: E402
 
 SEEDS = {"base": (0, 1), "half": (0,)}
 MODELS = {"draem": ("draem", ""), "efficientad_s": ("efficientad", "small")}
@@ -34,6 +31,7 @@ FAILED = ("base", "draem", "dsB", "c2", 1)  # failed: in no table but the failed
 MISSING = ("half", "efficientad_s", "dsB", "c3")  # never run: that mean covers fewer categories
 MIXED = ("half", "dsA", "draem")  # its grid run used another beta
 ERROR = "RuntimeError: CUDA out of memory"
+PROTOCOL = {"base": ("honest", "train", "input"), "half": ("study_replay", "test", "original")}  # half: a replay
 REFERENCE = {
     "references": [
         {"citation": "DRAEM paper", "model_kind": "draem", "dataset_kind": "mvtec_ad", "dataset_label": "MVTec AD",
@@ -72,6 +70,21 @@ def cells():
                     yield exp, model, dataset, category, seed
 
 
+def image_scores(model: str, category: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores of a run's 12 good and 14 defective test images: efficientad_s separates them better."""
+    labels = np.r_[np.zeros(12, int), np.ones(14, int)]
+    rng = np.random.default_rng(list(MODELS).index(model) * 100 + sum(map(ord, category)) + 7 * seed)
+    return labels, rng.normal(labels * (0.8 + 1.6 * list(MODELS).index(model)), 1.0)
+
+
+def write_scores(directory: Path, root: Path, exp: str, model: str, dataset: str, category: str, seed: int) -> None:
+    """scores.csv with the image paths under a root of its own per experiment (as runs made on different machines)."""
+    labels, scores = image_scores(model, category, seed)
+    paths = [f"{root}/{exp}-machine/{dataset}/{category}/test/{'defect' if y else 'good'}/{i:03d}.png"
+             for i, y in enumerate(labels)]
+    pd.DataFrame({"path": paths, "label": labels, "score": scores}).to_csv(directory / "scores.csv", index=False)
+
+
 def make_study(root: Path) -> dict:
     """Write params, references and records; return the ok runs' values by (exp, model, dataset, category, seed)."""
     (root / "refs.yaml").write_text(yaml.safe_dump(REFERENCE))
@@ -85,8 +98,10 @@ def make_study(root: Path) -> dict:
                   "model": {"name": model, "kind": kind},
                   "model_params": {"model_size": size} if size else {"beta": beta},
                   "dataset": {"name": dataset, "kind": DATASETS[dataset][0]}}
+        protocol, val_source, pixel_protocol = PROTOCOL[exp]
         record = {"status": "ok", "error": None, "experiment": exp, "model": model, "dataset": dataset,
                   "dataset_kind": DATASETS[dataset][0], "category": category, "seed": seed,
+                  "protocol": protocol, "pixel_protocol": pixel_protocol, "split": {"val_source": val_source},
                   "params_file": str(root / f"{exp}.yaml"), "config": config,
                   "metrics": {m: value(exp, model, dataset, category, seed, m) for m in METRICS},
                   "timing": timing(exp, model, dataset, category, seed)}
@@ -95,6 +110,8 @@ def make_study(root: Path) -> dict:
             record.update(status="failed", error=ERROR, metrics={"image_auroc": 0.0})
         else:
             truth[(exp, model, dataset, category, seed)] = {**record["metrics"], **record["timing"]}
+            directory.mkdir(parents=True, exist_ok=True)
+            write_scores(directory, root, exp, model, dataset, category, seed)
             shade = (40 * list(MODELS).index(model) + 60, 120, 30 * seed + 90)
             directory.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (80, 60), shade).save(directory / "anomaly_maps.png")
@@ -107,8 +124,8 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     truth = make_study(root)
     frame = records_frame(load_records(root / "runs"))
-    tables = report.report_tables_for(frame, [root / "refs.yaml"], baseline="base")
-    return root, truth, frame, tables
+    results = tables.report_tables_for(frame, [root / "refs.yaml"], baseline="base")
+    return root, truth, frame, results
 
 
 def seed_values(truth, exp, model, dataset, category, field):
@@ -129,9 +146,9 @@ def approx(want):
 
 
 def test_category_results_mean_std_seeds(study):
-    _, truth, _, tables = study
-    table = tables["category_results"]
-    assert list(table.columns) == list(report_tables.RESULT_COLUMNS)
+    _, truth, _, results = study
+    table = results["category_results"]
+    assert list(table.columns) == list(breakdowns.RESULT_COLUMNS)
     assert len(table) == len({k[:4] for k in truth}) == 19
     for _, row in table.iterrows():
         key = (row["experiment"], row["model"], row["dataset"], row["category"])
@@ -145,16 +162,16 @@ def test_category_results_mean_std_seeds(study):
                 assert math.isnan(row[f"{metric}_std"])
     failed = table.set_index(["experiment", "model", "dataset", "category"]).loc[FAILED[:4]]
     assert failed["n_seeds"] == 1  # the failed seed is not counted
-    text = report_tables.mean_std_text(table)
+    text = breakdowns.mean_std_text(table)
     row = text.loc[(table["experiment"] == "base") & (table["category"] == "carpet") & (table["model"] == "draem")]
     values = seed_values(truth, "base", "draem", "dsA", "carpet", "image_auroc")
     assert row["image_auroc"].item() == f"{fmean(values):.3f} ± {stdev(values):.3f}"
 
 
 def test_category_speed_totals(study):
-    _, truth, _, tables = study
-    table = tables["category_speed"]
-    assert list(table.columns) == list(report_tables.SPEED_COLUMNS)
+    _, truth, _, results = study
+    table = results["category_speed"]
+    assert list(table.columns) == list(breakdowns.SPEED_COLUMNS)
     for _, row in table.iterrows():
         key = (row["experiment"], row["model"], row["dataset"], row["category"])
         images = sum(seed_values(truth, *key, "test_images"))
@@ -167,8 +184,8 @@ def test_category_speed_totals(study):
 
 
 def test_comparison_means_totals_and_flags(study):
-    _, truth, _, tables = study
-    table = tables["comparison"].set_index(list(GROUP))
+    _, truth, _, results = study
+    table = results["comparison"].set_index(list(GROUP))
     assert len(table) == 8
     for (exp, dataset, model), row in table.iterrows():
         categories = categories_of(truth, exp, model, dataset)
@@ -183,12 +200,12 @@ def test_comparison_means_totals_and_flags(study):
         assert bool(row["incomplete"]) == ((exp, model, dataset) == MISSING[:3])
         assert bool(row["mixed_configs"]) == ((exp, dataset, model) == MIXED)
     assert table.loc[("half", "dsB", "efficientad_s"), "missing_categories"] == "c3"
-    assert tables["failed_runs"]["error"].tolist() == [ERROR]
+    assert results["failed_runs"]["error"].tolist() == [ERROR]
 
 
 def test_seed_summary(study):
-    _, truth, _, tables = study
-    table = tables["seeds"].set_index(list(GROUP))
+    _, truth, _, results = study
+    table = results["seeds"].set_index(list(GROUP))
     for (exp, dataset, model), row in table.iterrows():
         seeds = sorted({k[4] for k in truth if k[:3] == (exp, model, dataset)})
         assert row["n_seeds"] == len(seeds) == len(SEEDS[exp])
@@ -204,8 +221,8 @@ def test_seed_summary(study):
 
 
 def test_experiment_deltas(study):
-    _, truth, _, tables = study
-    deltas = tables["experiment_deltas"]
+    _, truth, _, results = study
+    deltas = results["experiment_deltas"]
     assert set(zip(deltas["experiment_a"], deltas["experiment_b"])) == {("base", "half")}
     by = deltas.set_index(["dataset", "model", "category", "metric"])
     for model, dataset in itertools.product(MODELS, DATASETS):
@@ -223,25 +240,25 @@ def test_experiment_deltas(study):
                 assert row["delta"] == approx(pair[1] - pair[0])
                 a.append(pair[0])
                 b.append(pair[1])
-            mean = by.loc[(dataset, model, report_tables.MEAN_LABEL, metric)]
+            mean = by.loc[(dataset, model, breakdowns.MEAN_LABEL, metric)]
             assert mean["n_categories"] == len(common)
             assert mean["delta"] == approx(fmean(b) - fmean(a))
-    assert by.loc[("dsB", "efficientad_s", report_tables.MEAN_LABEL, "image_auroc"), "n_categories"] == 2
-    view = report_tables.delta_view(deltas)
+    assert by.loc[("dsB", "efficientad_s", breakdowns.MEAN_LABEL, "image_auroc"), "n_categories"] == 2
+    view = breakdowns.delta_view(deltas)
     assert len(view) == 4 and ("image_auroc", "delta") in view.columns
 
 
 def test_config_check_names_the_difference(study):
-    _, _, _, tables = study
-    check = tables["config_check"].set_index(list(GROUP))
+    _, _, _, results = study
+    check = results["config_check"].set_index(list(GROUP))
     assert check["mixed"].sum() == 1 and bool(check.loc[MIXED, "mixed"])
     assert check.loc[MIXED, "n_configs"] == 2
     assert check.loc[MIXED, "differing_keys"] == "model_params.beta"
 
 
 def test_references_beside_ours(study):
-    _, truth, _, tables = study
-    refs = tables["references"]
+    _, truth, _, results = study
+    refs = results["references"]
     draem = refs.loc[(refs["experiment"] == "base") & (refs["dataset"] == "dsA") & (refs["model"] == "draem")]
     ours_mean = draem.loc[~draem["external"] & (draem["category"] == "(mean)")]
     want = fmean(cell_mean(truth, "base", "draem", "dsA", c, "image_auroc") for c in ("carpet", "grid"))
@@ -259,27 +276,80 @@ def test_references_beside_ours(study):
 
 
 def test_written_csvs_equal_the_tables(study, tmp_path):
-    root, _, frame, tables = study
-    paths = report.save_tables(tables, tmp_path)
-    assert {name: path.name for name, path in paths.items()} == report.TABLE_FILES
+    root, _, frame, results = study
+    paths = tables.save_tables(results, tmp_path)
+    assert {name: path.name for name, path in paths.items()} == tables.TABLE_FILES
     for name in ("category_results", "category_speed", "seeds", "experiment_deltas"):
-        pd.testing.assert_frame_equal(pd.read_csv(paths[name]), tables[name], check_dtype=False, atol=1e-12)
+        pd.testing.assert_frame_equal(pd.read_csv(paths[name]), results[name], check_dtype=False, atol=1e-12)
+
+
+def test_the_answer_on_seeds_images_and_protocols(study, tmp_path):
+    """Means average each category's seeds; runs scored under other roots pair on their images; an experiment pair
+    crossing protocols says so and marks the replay; the CSVs carry the protocol columns."""
+    from sklearn.metrics import roc_auc_score
+
+    _, truth, _, results = study
+    means = results["answer_means"].set_index(list(GROUP))
+    for (exp, dataset, model), row in means.reset_index().set_index(list(GROUP)).iterrows():
+        categories = categories_of(truth, exp, model, dataset)
+        seeds = {c: sorted(k[4] for k in truth if k[:4] == (exp, model, dataset, c)) for c in categories}
+        want = fmean(fmean(roc_auc_score(*image_scores(model, c, s)) for s in seeds[c]) for c in categories)
+        assert row["image_auroc"] == approx(want) and row["n_categories"] == len(categories)
+        assert row["image_auroc_ci_low"] < row["image_auroc"] < row["image_auroc_ci_high"]
+        assert row["n_seeds"] == len(SEEDS[exp]) and bool(row["replay"]) == (exp == "half")
+        assert tuple(row[["protocol", "val_source", "pixel_protocol"]]) == PROTOCOL[exp]
+    diffs = results["answer_differences"]
+    assert len(diffs) == 8 and diffs["p_value"].notna().all() and (diffs["p_holm"] >= diffs["p_value"]).all()
+    cross = diffs.loc[diffs["experiment_a"] != diffs["experiment_b"]]
+    assert len(cross) == 4 and cross["replay"].all() and cross["b"].str.endswith("[replay]").all()
+    assert (cross["protocol_a"] == "honest").all() and (cross["protocol_b"] == "study_replay").all()
+    dsa = cross.loc[(cross["dataset"] == "dsA") & (cross["model_a"] == "draem")].iloc[0]
+    assert dsa["n_images"] == 2 * 26 and dsa["note"] == ""  # base-machine and half-machine paths, the same images
+    paths = tables.save_tables(results, tmp_path)
+    for name in ("per_category", "answer_means", "category_results", "comparison", "references"):
+        written = pd.read_csv(paths[name])
+        assert {"protocol", "val_source", "pixel_protocol", "replay"} <= set(written.columns), name
+    per_category = pd.read_csv(paths["per_category"])
+    assert per_category.loc[per_category["experiment"] == "half", "replay"].all()
+    refs = results["references"]
+    assert refs.loc[~refs["external"].astype(bool) & (refs["experiment"] == "half"), "replay"].all()
+
+
+def test_readers_see_formatted_cells_and_titles(study):
+    from vadbench.report import views
+
+    _, _, _, results = study
+    means = results["answer_means"]
+    html = views.show(means)._repr_html_().replace("\u00a0", " ")  # numbers keep together: non-breaking spaces
+    first = means.iloc[0]
+    cell = f"{first['image_auroc']:.3f} [{first['image_auroc_ci_low']:.3f}, {first['image_auroc_ci_high']:.3f}]"
+    assert cell in html and "image AUROC" in html and "thresholds from" in html and "held-out train images" in html
+    assert "image_auroc_ci_low" not in html and "<th></th>" not in html  # no raw names, no index column
+    assert "REPLAY" in views.show(results["per_category"])._repr_html_()
+    titles = [title for title, _ in views.by_group(results["category_results"])]
+    assert titles[0] == "base / dsA / draem — honest · thresholds: held-out train images · pixels: input size"
+    assert titles[-1].startswith("half / dsB / efficientad_s — REPLAY · study_replay · thresholds: the test set")
+    fig = figures.forest_figure(results["answer_differences"])
+    rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(rows) == 8 and all(" − " in r for r in rows) and any("REPLAY" in r for r in rows)
+    assert any(line.get_xdata()[0] == 0 for line in fig.axes[0].get_lines())  # the zero line
 
 
 def test_figures_draw(study):
     _, truth, frame, _ = study
-    fig = report_figures.delta_figure(frame, "base")
+    fig = figures.delta_figure(frame, "base")
     heights = sorted(round(p.get_height(), 9) for ax in fig.axes for p in ax.patches if not np.isnan(p.get_height()))
     assert len(heights) == 4 * 9  # 4 metrics × (draem 5 + efficientad 4 common categories)
-    grids = report_figures.qualitative_grids(frame)
-    assert [title for title, _ in grids] == ["base / dsA", "base / dsB", "half / dsA", "half / dsB"]
+    grids = figures.qualitative_grids(frame)
+    assert [title.split(" — ")[0] for title, _ in grids] == ["base / dsA", "base / dsB", "half / dsA", "half / dsB"]
+    assert [title.split(" — ")[1].startswith("REPLAY") for title, _ in grids] == [False, False, True, True]
     assert grids[1][1].count("data:image/png;base64,") == 6  # 3 categories × 2 models
     assert "no run" in grids[3][1]  # efficientad_s never ran c3 in half
 
 
 def test_no_reference_files():
-    empty = report.reference_table(records_frame([{"status": "ok", "model": "m", "dataset": "d"}]), [])
-    assert empty.empty and list(empty.columns) == list(report.REFERENCE_TABLE_COLUMNS)
+    empty = tables.reference_table(records_frame([{"status": "ok", "model": "m", "dataset": "d"}]), [])
+    assert empty.empty and list(empty.columns) == list(tables.REFERENCE_TABLE_COLUMNS)
 
 
 def test_external_references_detected():
@@ -301,7 +371,7 @@ def chromium_or_skip() -> None:
 def built(study):
     chromium_or_skip()
     root, _, _, _ = study
-    return report_build.build_report(root / "runs", root / "report", baseline="base")
+    return build.build_report(root / "runs", root / "report", baseline="base")
 
 
 def test_html_is_self_contained_and_renders(built, study):
@@ -310,11 +380,13 @@ def test_html_is_self_contained_and_renders(built, study):
     assert "<script src=" not in html and "cdnjs" not in html
     for heading in ("Per-category results", "Per-category speed", "Comparison", "Seeds", "Experiment vs experiment",
                     "Published reference numbers (external)", "Qualitative examples", "Failed runs",
-                    "Mixed configurations", ERROR):
+                    "Mixed configurations", ERROR, "8 comparisons", "after Holm", "REPLAY", "thresholds from"):
         assert heading in html, heading
+    assert re.search(r"0\.\d{3}\s\[0\.\d{3},\s0\.\d{3}\]", html)  # estimate [low, high]
+    assert "image_auroc_ci_low" not in html and "image_f1_baseline" not in html  # human titles, not raw names
     rendered = chromium.check_rendered(built["html"])
-    # metrics, speed and delta figures + 19 + 19 qualitative cells (5 × 2 models per experiment, minus one)
-    assert rendered["images"] == 3 + 19 and rendered["broken"] == 0
+    # differences, metrics, speed and delta figures + 19 qualitative cells (5 × 2 models per experiment, minus one)
+    assert rendered["images"] == 4 + 19 and rendered["broken"] == 0
     assert rendered["tables"] >= 8 * 2 + 6 and rendered["height"] > 3000
     shot = chromium.screenshot(built["html"], built["html"].with_name("screenshot.png"))
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
@@ -328,8 +400,9 @@ def test_pdf_has_the_report(built):
     pdf = built["pdf"]
     assert pdf == pdf.with_name("summary.pdf") and export.pdf_pages(pdf) >= 3
     text = " ".join(page.extract_text() for page in PdfReader(str(pdf)).pages)
-    for words in ("Per-category results", "Comparison", "external", "Failed runs"):
+    for words in ("Per-category results", "Comparison", "external", "Failed runs", "REPLAY", "comparisons"):
         assert words in text, words
+    assert re.search(r"0\.\d{3}\s\[0\.\d{3},\s0\.\d{3}\]", text)
 
 
 def test_reference_file_is_strict(tmp_path):
@@ -363,7 +436,7 @@ def test_no_pdf_without_chromium(tmp_path, monkeypatch, caplog):
     (tmp_path / "summary.pdf").write_bytes(b"stale")
     html = tmp_path / "summary.html"
     html.write_text("<html><body>x</body></html>")
-    assert report_build._write_pdf(html, tmp_path / "summary.pdf") == {}
+    assert build._write_pdf(html, tmp_path / "summary.pdf") == {}
     assert not (tmp_path / "summary.pdf").exists() and "Chromium not found" in caplog.text
 
 
@@ -374,12 +447,12 @@ def test_foreign_records_through_every_table_and_figure(tmp_path):
         "status": "ok", "experiment": "e", "model": "m", "dataset": "d", "category": "c", "seed": 0,
         "metrics": {"image_auroc": 0.7}})
     frame = records_frame(load_records(tmp_path))
-    tables = report.report_tables_for(frame, [], None)
-    assert tables["category_results"]["image_auroc"].tolist() == [0.7, 0.5]
-    assert tables["category_speed"]["test_images"].isna().all()  # never 0
-    assert tables["experiment_deltas"].empty and tables["references"].empty
-    assert not tables["config_check"]["mixed"].any()
-    grids = dict(report_figures.qualitative_grids(frame))
+    results = tables.report_tables_for(frame, [], None)
+    assert results["category_results"]["image_auroc"].tolist() == [0.7, 0.5]
+    assert results["category_speed"]["test_images"].isna().all()  # never 0
+    assert results["experiment_deltas"].empty and results["references"].empty
+    assert not results["config_check"]["mixed"].any()
+    grids = {title.split(" — ")[0]: grid for title, grid in figures.qualitative_grids(frame)}
     assert "no figure (anomaly_maps.png missing)" in grids["e / d"]
-    report_figures.delta_figure(frame).canvas.draw()
-    assert "2 run records" in report.runs_overview(frame)
+    figures.delta_figure(frame).canvas.draw()
+    assert "2 run records" in tables.runs_overview(frame)

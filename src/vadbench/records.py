@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,7 +31,11 @@ SCORES_FILE = "scores.csv"
 FIGURE_FILE = "anomaly_maps.png"  # the run's anomaly-map figure, shown by the report's qualitative grids
 SECTIONS = ("metrics", "timing", "split", "training", "environment")
 IDENTITY = ("experiment", "model", "dataset", "category", "seed")
-GROUP = ("experiment", "dataset", "model")  # the rows of the report's comparison: means over categories
+#: How a run's numbers were made, shown beside every result: thresholds' `protocol`, where they were fitted
+#: (`val_source`) and the pixel metrics' `pixel_protocol`. Runs that differ in one are never averaged together.
+PROTOCOLS = ("protocol", "val_source", "pixel_protocol")
+NOT_RECORDED = "not recorded"  # a protocol field a record neither carries nor implies
+GROUP = ("experiment", "dataset", "model", *PROTOCOLS)  # the rows of the report's comparison: means over categories
 CELL = (*GROUP, "category")  # one cell of the grid, over seeds
 #: The metric numbers of a record's `metrics` section, in the order a reader scans them (each F1 beside its
 #: all-anomalous baseline); the section also holds THRESHOLD_FIELDS.
@@ -39,6 +44,8 @@ METRICS = (
     "pixel_auroc", "pixel_f1", "pixel_f1_max", "pixel_aupro",
 )
 THRESHOLD_FIELDS = ("image_threshold", "pixel_threshold", "threshold_method")
+#: Each metric's 95 % interval in a record's `metrics` (all but the baseline, which has no noise of its own).
+INTERVALS = tuple(f"{m}_ci_{side}" for m in METRICS if m != "image_f1_baseline" for side in ("low", "high"))
 STATUSES = ("ok", "failed")
 
 
@@ -193,13 +200,67 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Tidy table, one row per run; missing optional fields are NaN, never zero."""
-    rows = [flatten(r) for r in records]
+    """Tidy table, one row per run; missing optional fields are NaN, never zero; the PROTOCOLS always filled
+    (see `protocols_of`)."""
+    records = list(records)
+    rows = [{**flatten(r), **protocols_of(r)} for r in records]
     frame = pd.DataFrame(rows)
-    for column in (*IDENTITY, "status"):
+    for column in (*IDENTITY, "status", *PROTOCOLS):
         if column not in frame.columns:
             frame[column] = pd.NA
     return frame
+
+
+#: Where thresholds were fitted, as `threshold_method` names it (vadbench.run.evaluate.VAL_NAMES).
+_VAL_SOURCE_WORDS = (("held-out train images", "train"), ("half of the test set", "test_half"),
+                     ("the test set", "test"))
+
+
+def protocols_of(record: dict[str, Any]) -> dict[str, str]:
+    """The record's PROTOCOLS: its own fields; else its config (where a key left at its default is not written, so
+    a config without it ran the default: honest, train, input); else what `threshold_method` and `ci_method` say;
+    else NOT_RECORDED."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    evaluation = config.get("evaluation") if isinstance(config.get("evaluation"), dict) else None
+    dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    method, ci = str(metrics.get("threshold_method") or ""), str(metrics.get("ci_method") or "")
+    found = {"protocol": record.get("protocol"), "pixel_protocol": record.get("pixel_protocol"),
+             "val_source": (record.get("split") or {}).get("val_source") if isinstance(record.get("split"), dict) else None}
+    if evaluation is not None:
+        found["protocol"] = found["protocol"] or evaluation.get("protocol", "honest")
+        found["val_source"] = found["val_source"] or dataset.get("val_source") or evaluation.get("val_source", "train")
+        found["pixel_protocol"] = found["pixel_protocol"] or evaluation.get("pixel_protocol", "input")
+    if not found["protocol"] and method:
+        found["protocol"] = "study_replay" if "F1AdaptiveThreshold" in method else "honest" if "quantile(" in method else None
+    if not found["val_source"]:
+        found["val_source"] = next((value for words, value in _VAL_SOURCE_WORDS if words in method), None)
+    if not found["pixel_protocol"] and ci:
+        found["pixel_protocol"] = "original" if "original size" in ci else "input"
+    return {key: str(value) if value else NOT_RECORDED for key, value in found.items()}
+
+
+def is_replay(protocol: Any, val_source: Any) -> bool:
+    """A replay of a study's protocol: thresholds fitted on test images, or anomalib's adaptive F1 thresholds."""
+    return protocol == "study_replay" or val_source in ("test", "test_half")
+
+
+#: Path components of an image's key below the dataset root: <category>/<split>/<defect type>/<file> (MVTec AD,
+#: VisA converted, WFDD, demo); a `folder` dataset has no split folder: <category>/<good|defect|test_good>/<file>.
+KEY_DEPTH = {"folder": 3}
+DEFAULT_KEY_DEPTH = 4
+
+
+def image_key(path: str, category: Any, dataset_kind: Any = None) -> str:
+    """A test image's identity wherever its dataset root lives: its path from the category folder on, as the
+    dataset lays it out ('bottle/test/broken_large/000.png'); the path itself when no category folder is in it."""
+    parts = [p for p in re.split(r"[\\/]+", str(path)) if p]
+    depth = KEY_DEPTH.get(str(dataset_kind), DEFAULT_KEY_DEPTH)
+    category = str(category)
+    if len(parts) >= depth and parts[-depth] == category:
+        return "/".join(parts[-depth:])
+    inside = [i for i, part in enumerate(parts[:-1]) if part == category]
+    return "/".join(parts[inside[-1]:]) if inside else str(path)
 
 
 def is_finished(directory: Path | str, config_hash: str) -> bool:

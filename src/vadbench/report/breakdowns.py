@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vadbench.records import CELL, GROUP
+from vadbench.records import CELL, GROUP, INTERVALS, PROTOCOLS, is_replay
 from vadbench.records import METRICS as RESULT_METRICS
+from vadbench.report.frames import protocol_tag
 
-RESULT_COLUMNS = (*CELL, "n_seeds", *RESULT_METRICS, *(f"{m}_std" for m in RESULT_METRICS))
+RESULT_COLUMNS = (*CELL, "replay", "n_seeds", *RESULT_METRICS, *(f"{m}_std" for m in RESULT_METRICS), *INTERVALS)
 SPEED_COLUMNS = (
     *CELL, "n_runs", "test_images", "test_seconds", "s_per_img", "img_per_s",
     "model_latency_ms_median", "model_img_per_s", "harness_ms_per_image", "fit_seconds",
@@ -25,7 +26,8 @@ SPEED_COLUMNS = (
 SEED_COLUMNS = (*GROUP, "n_seeds", "seeds", *RESULT_METRICS, *(f"{m}_std" for m in RESULT_METRICS))
 DELTA_METRICS = (*RESULT_METRICS, "img_per_s")
 DELTA_COLUMNS = ("experiment_a", "experiment_b", "dataset", "model", "category", "n_categories",
-                 "metric", "value_a", "value_b", "delta")
+                 "metric", "value_a", "value_b", "delta", *(f"{p}_{side}" for side in "ab" for p in PROTOCOLS),
+                 "replay")
 MEAN_LABEL = "(mean)"  # the category label of a delta row averaged over the categories both share
 CONFIG_COLUMNS = (*GROUP, "n_runs", "n_configs", "mixed", "differing_keys")
 RUN_ONLY_KEYS = ("category", "seed")  # config keys that differ between the runs of one group by design
@@ -42,14 +44,17 @@ def _groups(table: pd.DataFrame, keys: tuple[str, ...]):
 
 
 def category_results(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment × dataset × model × category: each metric's mean over seeds, its standard
-    deviation (sample, ddof 1; NaN for one seed) and ``n_seeds``."""
+    """Per experiment × dataset × model × protocols × category: each metric's mean over seeds, its standard
+    deviation (sample, ddof 1; NaN for one seed), ``n_seeds``, and for one seed the run's own intervals."""
     if runs.empty:
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
     grouped = _groups(runs, CELL)[list(RESULT_METRICS)]
     table = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std"))
     table.insert(0, "n_seeds", _groups(runs, CELL).size())
-    return table.reset_index().loc[:, list(RESULT_COLUMNS)]
+    intervals = _groups(runs.reindex(columns=[*CELL, *INTERVALS]), CELL)[list(INTERVALS)].first()
+    table = table.join(intervals.where(table["n_seeds"] == 1, axis=0)).reset_index()
+    table["replay"] = [is_replay(p, v) for p, v in zip(table["protocol"], table["val_source"])]
+    return table.loc[:, list(RESULT_COLUMNS)]
 
 
 def category_speed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -91,29 +96,32 @@ def experiment_deltas(runs: pd.DataFrame, baseline: str | None = None) -> pd.Dat
     """
     cells = category_results(runs).set_index(list(CELL))
     speed = category_speed(runs).set_index(list(CELL))["img_per_s"]
-    cells = cells.join(speed)
+    cells = cells.join(speed).reset_index()
     experiments = sorted({e for e in runs["experiment"].dropna().astype(str)})
     if baseline in experiments:
         pairs = [(baseline, e) for e in experiments if e != baseline]
     else:
         pairs = list(itertools.combinations(experiments, 2))
+    sides = {key: sub.set_index("category") for key, sub in cells.groupby(list(GROUP), dropna=False, sort=True)}
     rows = []
     for a, b in pairs:
-        for (dataset, model), _ in cells.loc[[a]].groupby(level=["dataset", "model"], dropna=False):
-            try:
-                left, right = cells.loc[(a, dataset, model)], cells.loc[(b, dataset, model)]
-            except KeyError:
-                continue
-            rows += _delta_rows(a, b, dataset, model, left, right)
+        for key_a, key_b in itertools.product(sorted(k for k in sides if k[0] == a), sorted(k for k in sides if k[0] == b)):
+            if key_a[1:3] == key_b[1:3]:  # the same dataset and model, under any protocols (each side says its own)
+                rows += _delta_rows(key_a, key_b, sides[key_a], sides[key_b])
     return pd.DataFrame(rows, columns=list(DELTA_COLUMNS))
 
 
-def _delta_rows(a: str, b: str, dataset: Any, model: Any, left: pd.DataFrame, right: pd.DataFrame) -> list[dict]:
+def _delta_rows(key_a: tuple, key_b: tuple, left: pd.DataFrame, right: pd.DataFrame) -> list[dict]:
     common = sorted(set(left.index) & set(right.index), key=str)
+    side_a, side_b = dict(zip(GROUP, key_a)), dict(zip(GROUP, key_b))
+    protocols = {**{f"{p}_a": side_a[p] for p in PROTOCOLS}, **{f"{p}_b": side_b[p] for p in PROTOCOLS},
+                 "replay": is_replay(side_a["protocol"], side_a["val_source"])
+                 or is_replay(side_b["protocol"], side_b["val_source"])}
     rows = []
     for metric in DELTA_METRICS:
         both = pd.DataFrame({"a": left.loc[common, metric], "b": right.loc[common, metric]}).dropna()
-        base = {"experiment_a": a, "experiment_b": b, "dataset": dataset, "model": model, "metric": metric}
+        base = {"experiment_a": key_a[0], "experiment_b": key_b[0], "dataset": key_a[1], "model": key_a[2],
+                "metric": metric, **protocols}
         for category, row in both.iterrows():
             rows.append({**base, "category": category, "n_categories": 1,
                          "value_a": row["a"], "value_b": row["b"], "delta": row["b"] - row["a"]})
@@ -165,14 +173,18 @@ def _flat_config(text: str) -> dict[str, Any]:
 
 
 def mean_std_text(table: pd.DataFrame, metrics: tuple[str, ...] = RESULT_METRICS, digits: int = 3) -> pd.DataFrame:
-    """For display: each metric as 'mean ± std' where a std exists, else the mean; the *_std
-    columns are dropped. Empty cells stay empty."""
-    shown = table.drop(columns=[f"{m}_std" for m in metrics if f"{m}_std" in table.columns])
+    """For display: each metric as 'mean ± std' where a std exists (several seeds), else 'value [low, high]' where
+    the run's interval exists, else the value; the *_std and interval columns are dropped. Empty cells stay empty."""
+    drop = [c for m in metrics for c in (f"{m}_std", f"{m}_ci_low", f"{m}_ci_high") if c in table.columns]
+    shown = table.drop(columns=drop)
+    missing = pd.Series(np.nan, index=table.index)
     for metric in metrics:
-        std = table.get(f"{metric}_std", pd.Series(np.nan, index=table.index))
+        std, low, high = (table.get(f"{metric}{suffix}", missing) for suffix in ("_std", "_ci_low", "_ci_high"))
         shown[metric] = [
-            "" if pd.isna(m) else (f"{m:.{digits}f}" if pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}")
-            for m, s in zip(table[metric], std)
+            "" if pd.isna(m) else f"{m:.{digits}f} ± {s:.{digits}f}" if not pd.isna(s)
+            else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if not (pd.isna(lo) or pd.isna(hi))
+            else f"{m:.{digits}f}"
+            for m, s, lo, hi in zip(table[metric], std, low, high)
         ]
     return shown
 
@@ -182,18 +194,23 @@ DELTA_VIEW_METRICS = ("image_auroc", "image_f1", "pixel_auroc", "pixel_aupro", "
 
 def delta_view(deltas: pd.DataFrame, metrics: tuple[str, ...] = DELTA_VIEW_METRICS,
                mean_only: bool = True) -> pd.DataFrame:
-    """For display: one row per experiment pair × dataset × model (× category), for each metric
-    the value of a, of b and b − a side by side."""
+    """For display: one row per experiment pair × dataset × model (× category), each side's protocols, and for
+    each metric the value of a, of b and b − a side by side (two-level columns, no index)."""
     rows = deltas.loc[deltas["metric"].isin(metrics)]
     if mean_only:
         rows = rows.loc[rows["category"] == MEAN_LABEL]
     if rows.empty:
         return pd.DataFrame()
-    index = ["experiment_a", "experiment_b", "dataset", "model", "category"]
+    rows = rows.assign(**{f"protocols_{side}": [protocol_tag(*r) for r in rows[[f"{p}_{side}" for p in PROTOCOLS]]
+                                                .itertuples(index=False)] for side in "ab"})
+    index = ["experiment_a", "experiment_b", "dataset", "model", "category", "protocols_a", "protocols_b"]
     wide = rows.pivot_table(index=index, columns="metric", values=["value_a", "value_b", "delta"],
                             aggfunc="first", dropna=False)
     wide = wide.swaplevel(0, 1, axis=1)
     order = [(m, v) for m in metrics if m in rows["metric"].unique() for v in ("value_a", "value_b", "delta")]
     wide = wide.loc[:, order].dropna(how="all")
     wide.insert(0, ("", "n_categories"), rows.groupby(index, dropna=False)["n_categories"].max())
-    return wide
+    wide.index = wide.index.set_names(index)
+    flat = wide.reset_index()
+    flat.columns = pd.MultiIndex.from_tuples([("", c[0]) if c[0] in index else c for c in flat.columns])
+    return flat

@@ -10,7 +10,7 @@ from vadbench.report.tables import TABLE_FILES, load_frame
 
 log = logging.getLogger(__name__)
 
-FIGURE_FILES = ("metrics", "speed", "deltas")  # out_dir/figures/<name>.png, saved by the notebook
+FIGURE_FILES = ("differences", "metrics", "speed", "deltas")  # out_dir/figures/<name>.png, saved by the notebook
 NOTEBOOK_NAME = "summary.ipynb"
 
 

@@ -32,6 +32,8 @@ TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 <style type="text/css">
 .jp-RenderedHTMLCommon table { font-size: 11px; }
 .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 0.2em 0.4em; }
+.jp-RenderedHTMLCommon table.vadbench-table td { padding: 0.25em 0.5em; min-width: 4em; }
+.jp-RenderedHTMLCommon table.vadbench-table th { padding: 0.25em 0.5em; max-width: 14em; }
 .jp-OutputArea-output img { max-width: 100%; }
 table.vadbench-grid td { vertical-align: top; text-align: center; }
 table.vadbench-grid img { width: 100%; max-width: 520px; }

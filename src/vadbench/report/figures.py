@@ -13,17 +13,17 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from vadbench.records import FIGURE_FILE, IDENTITY, METRICS
-from vadbench.report import breakdowns as report_tables
-from vadbench.report.frames import is_ok, with_columns
+from vadbench.records import FIGURE_FILE, IDENTITY, METRICS, PROTOCOLS
+from vadbench.report import breakdowns
+from vadbench.report.frames import is_ok, protocol_tag, with_columns
 from vadbench.report.tables import comparison_table, per_category_table
 
 METRIC_LABELS = {
     "image_auroc": "image AUROC",
     "pixel_auroc": "pixel AUROC",
     "pixel_aupro": "pixel AUPRO (FPR ≤ 0.3)",
-    "image_f1": "image F1 (threshold from train)",
-    "pixel_f1": "pixel F1 (threshold from train)",
+    "image_f1": "image F1 (fitted threshold)",
+    "pixel_f1": "pixel F1 (fitted threshold)",
     "image_f1_max": "image F1 max (test, optimistic)",
     "pixel_f1_max": "pixel F1 max (test, optimistic)",
     "image_f1_baseline": "image F1, all-anomalous baseline",
@@ -38,11 +38,13 @@ def _empty_figure(message: str) -> Figure:
 
 
 def _panel_labels(table: pd.DataFrame) -> pd.Series:
-    """'dataset', or 'experiment / dataset' when there is more than one experiment."""
+    """'dataset', or 'experiment / dataset' when there is more than one experiment, then its protocols
+    ('· honest · train · input', REPLAY first for a replay)."""
     dataset = table["dataset"].astype("string").fillna("?")
     if table["experiment"].nunique(dropna=False) > 1:
-        return table["experiment"].astype("string").fillna("?") + " / " + dataset
-    return dataset
+        dataset = table["experiment"].astype("string").fillna("?") + " / " + dataset
+    tags = [protocol_tag(*row, short=True) for row in table[list(PROTOCOLS)].itertuples(index=False)]
+    return dataset + pd.Series([f" · {t}" for t in tags], index=table.index, dtype="string")
 
 
 def metric_figure(frame: pd.DataFrame) -> Figure:
@@ -128,15 +130,18 @@ DELTA_FIGURE_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1")
 
 def delta_figure(frame: pd.DataFrame, baseline: str | None = None) -> Figure:
     """Per-category differences between experiments (b minus a; see
-    :func:`report_tables.experiment_deltas`): one row of panels per metric, one column per
+    :func:`breakdowns.experiment_deltas`): one row of panels per metric, one column per
     experiment pair × dataset, categories on x, models side by side, zero line drawn."""
-    deltas = report_tables.experiment_deltas(per_category_table(frame), baseline)
-    deltas = deltas.loc[deltas["metric"].isin(DELTA_FIGURE_METRICS) & (deltas["category"] != report_tables.MEAN_LABEL)]
+    deltas = breakdowns.experiment_deltas(per_category_table(frame), baseline)
+    deltas = deltas.loc[deltas["metric"].isin(DELTA_FIGURE_METRICS) & (deltas["category"] != breakdowns.MEAN_LABEL)]
     if deltas.empty:
         return _empty_figure("no experiment deltas: no two experiments share a model and dataset")
+    tags = {side: [protocol_tag(*r, short=True) for r in deltas[[f"{p}_{side}" for p in PROTOCOLS]]
+                   .itertuples(index=False)] for side in "ab"}
+    sides = [a if a == b else f"a: {a}\nb: {b}" for a, b in zip(tags["a"], tags["b"])]
     deltas = deltas.assign(panel=deltas["experiment_b"] + " − " + deltas["experiment_a"] + "\n"
-                           + deltas["dataset"].astype(str), model=deltas["model"].astype(str),
-                           category=deltas["category"].astype(str))
+                           + deltas["dataset"].astype(str) + "\n" + pd.Series(sides, index=deltas.index),
+                           model=deltas["model"].astype(str), category=deltas["category"].astype(str))
     metrics = [m for m in DELTA_FIGURE_METRICS if (deltas["metric"] == m).any()]
     panels = sorted(deltas["panel"].unique())
     models = sorted(deltas["model"].unique())
@@ -166,15 +171,55 @@ def delta_figure(frame: pd.DataFrame, baseline: str | None = None) -> Figure:
 
 
 
+def forest_figure(differences: pd.DataFrame) -> Figure:
+    """Every paired difference of the answer (vadbench.report.uncertainty.answer_differences), one row each: b − a of
+    mean image AUROC with its 95 % interval and the zero line; filled where beyond noise after Holm's correction,
+    open where only at 95 % each, grey within noise; a pair without shared images says why instead. Each row names
+    its dataset, its sides ([replay] marked) and its protocols."""
+    if differences.empty:
+        return _empty_figure("no comparisons: one model and one experiment per dataset")
+    rows = differences.reset_index(drop=True)
+    fig = Figure(figsize=(11, 0.55 * len(rows) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    labels = []
+    for y, row in rows.iterrows():
+        tags = {protocol_tag(*(row[f"{p}_{s}"] for p in PROTOCOLS), short=True) for s in "ab"}
+        labels.append(f"{row['dataset']} · {_pair(str(row['a']), str(row['b']))}\n" + " vs ".join(sorted(tags)))
+        if pd.isna(row["delta"]):
+            ax.text(0, -y, f"not compared: {row['note']}", ha="center", va="center", fontsize=8, color="0.3")
+            continue
+        holm = row["verdict_holm"] not in ("within noise",)
+        color = "C3" if holm else "C1" if row["verdict"] != "within noise" else "0.45"
+        ax.plot([row["ci_low"], row["ci_high"]], [-y, -y], color=color, linewidth=2)
+        ax.plot(row["delta"], -y, "o", markersize=7, color=color, markerfacecolor=color if holm else "white")
+    ax.axvline(0, color="black", linewidth=0.9)
+    ax.set_yticks([-y for y in range(len(rows))], labels, fontsize=8)
+    ax.set_ylim(-len(rows) + 0.4, 0.6)
+    ax.set_xlabel("b − a, mean image AUROC over the categories both ran (95 % interval, paired on the same images)")
+    compared = int(rows["p_value"].notna().sum())
+    ax.set_title(f"{compared} comparisons · filled: beyond noise after Holm's correction over all {compared} · "
+                 "open: at 95 % each only · grey: within noise", fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def _pair(a: str, b: str) -> str:
+    """'context: b − a' where both labels share their 'context: ' (an experiment, or a model), else 'b − a'."""
+    context_a, _, name_a = a.partition(": ")
+    context_b, _, name_b = b.partition(": ")
+    return f"{context_a}: {name_b} − {name_a}" if name_a and context_a == context_b else f"{b} − {a}"
+
+
 def qualitative_grids(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """Per experiment × dataset: (title, HTML table) with one row per category and one column per
     model, each cell the run's own anomaly-map figure (image, ground truth, heat map, predicted
     mask for a good image and one per defect type), embedded as base64 PNG; the lowest seed of
     each `ok` run is shown. A run without the figure gets a 'no figure' cell."""
-    frame = with_columns(frame, (*IDENTITY, "status", "_path"))
+    frame = with_columns(frame, (*IDENTITY, *PROTOCOLS, "status", "_path"))
     runs = frame.loc[is_ok(frame)].sort_values(list(IDENTITY), na_position="last", kind="stable")
     grids = []
-    for (experiment, dataset), sub in runs.groupby(["experiment", "dataset"], dropna=False, sort=True):
+    for (experiment, dataset, *protocols), sub in runs.groupby(["experiment", "dataset", *PROTOCOLS], dropna=False,
+                                                               sort=True):
         first = sub.drop_duplicates(["model", "category"])
         cells = {(_label(r["model"]), _label(r["category"])): r["_path"] for _, r in first.iterrows()}
         models = sorted({m for m, _ in cells})
@@ -185,7 +230,7 @@ def qualitative_grids(frame: pd.DataFrame) -> list[tuple[str, str]]:
             body.append(f"<tr><th>{html_text.escape(category)}</th>{row}</tr>")
         table = (f'<table class="vadbench-grid"><thead><tr><th>category</th>{header}</tr></thead>'
                  f"<tbody>{''.join(body)}</tbody></table>")
-        grids.append((f"{_label(experiment)} / {_label(dataset)}", table))
+        grids.append((f"{_label(experiment)} / {_label(dataset)} — {protocol_tag(*protocols)}", table))
     return grids
 
 

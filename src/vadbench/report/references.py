@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from vadbench.errors import ConfigError
-from vadbench.records import METRICS
+from vadbench.records import GROUP, METRICS
 from vadbench.report.frames import json_dict
 from vadbench.strict import load_yaml
 
@@ -110,8 +110,8 @@ def reference_files(frame: pd.DataFrame, base: Path | str | None = None) -> list
 
 
 def model_identity(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment × dataset × model: model kind, model size and dataset kind, from each record's
-    config (the model class when a record has no config)."""
+    """Per experiment × dataset × model × protocols (records.GROUP): model kind, model size and dataset kind, from
+    each record's config (the model class when a record has no config)."""
     rows = []
     for _, row in frame.iterrows():
         config = json_dict(row.get("config"))
@@ -120,8 +120,7 @@ def model_identity(frame: pd.DataFrame) -> pd.DataFrame:
         kind = model.get("kind") or (model_class.lower() if isinstance(model_class, str) else "")
         size = (config.get("model_params") or {}).get("model_size", "") if kind == "efficientad" else ""
         dataset_kind = row.get("dataset_kind")
-        rows.append({"experiment": row.get("experiment"), "dataset": row.get("dataset"), "model": row.get("model"),
-                     "model_kind": kind, "model_size": size or "",
+        rows.append({**{g: row.get(g) for g in GROUP}, "model_kind": kind, "model_size": size or "",
                      "dataset_kind": dataset_kind if isinstance(dataset_kind, str) else ""})
-    table = pd.DataFrame(rows, columns=["experiment", "dataset", "model", "model_kind", "model_size", "dataset_kind"])
-    return table.drop_duplicates(["experiment", "dataset", "model"]).reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=[*GROUP, "model_kind", "model_size", "dataset_kind"])
+    return table.drop_duplicates(list(GROUP)).reset_index(drop=True)

@@ -7,10 +7,12 @@ import json
 
 import pandas as pd
 
-from vadbench.records import GROUP, IDENTITY
+from vadbench.records import IDENTITY
 from vadbench.report.frames import json_dict
 from vadbench.report.references import MEAN, references_frame
 
+#: Speed rows are keyed by the model alone: thresholds and pixel protocols (records.PROTOCOLS) do not change the time.
+SPEED_GROUP = ("experiment", "dataset", "model")
 SPEED_ROW_COLUMNS = ("protocol", "precision", "batch_size", "requested_batch_size", "channels_last",
                      "latency_ms_median", "latency_ms_p90", "img_per_s", "note")
 
@@ -51,14 +53,14 @@ def like_with_like(frame: pd.DataFrame) -> pd.DataFrame:
     rows = speed_rows(frame)
     rows = rows.loc[rows["precision"] == "fp16"] if len(rows) else rows
     out = []
-    for key, sub in rows.groupby(list(GROUP), dropna=False, sort=True) if len(rows) else []:
+    for key, sub in rows.groupby(list(SPEED_GROUP), dropna=False, sort=True) if len(rows) else []:
         single = sub.loc[sub["batch_size"] == 1]
         host = single.loc[single["protocol"] == "host-to-host"]
         batch = sub.loc[(sub["batch_size"] == 16) & (sub["protocol"] == "on-device")]
-        out.append({**dict(zip(GROUP, key)), "device_name": ", ".join(sorted(set(sub["device_name"].dropna()))),
+        out.append({**dict(zip(SPEED_GROUP, key)), "device_name": ", ".join(sorted(set(sub["device_name"].dropna()))),
                     "latency_ms": (host if len(host) else single)["latency_ms_median"].median(),
                     "img_per_s": batch["img_per_s"].median()})
-    return pd.DataFrame(out, columns=[*GROUP, "device_name", "latency_ms", "img_per_s"])
+    return pd.DataFrame(out, columns=[*SPEED_GROUP, "device_name", "latency_ms", "img_per_s"])
 
 
 def with_published(table: pd.DataFrame, reference_paths: list) -> pd.DataFrame:

@@ -11,7 +11,10 @@ Rules the tables follow:
 * a field missing from a record is NaN (empty), never zero; derived values (s/img, img/s) are NaN
   when an input is missing or zero;
 * a model whose mean covers fewer categories than another model on the same experiment × dataset
-  is marked ``incomplete`` in the comparison table.
+  is marked ``incomplete`` in the comparison table;
+* every results table carries the runs' ``protocol``, ``val_source`` and ``pixel_protocol`` (records.PROTOCOLS, part
+  of every group key, so runs of different protocols are never averaged together) and ``replay``: true for a
+  replay of a study's protocol (thresholds fitted on test images), whose F1 numbers are optimistic.
 """
 from __future__ import annotations
 
@@ -23,11 +26,10 @@ import numpy as np
 import pandas as pd
 
 from vadbench.errors import ReportError
-from vadbench.records import GROUP, IDENTITY, METRICS, load_all, records_frame
-from vadbench.report import breakdowns as report_tables
-from vadbench.report import references
-from vadbench.report.frames import is_ok, with_columns
-from vadbench.report.speed import like_with_like, speed_summary
+from vadbench.records import GROUP, IDENTITY, INTERVALS, METRICS, PROTOCOLS, is_replay, load_all, records_frame
+from vadbench.report import breakdowns, references
+from vadbench.report.frames import is_ok, protocol_tag, with_columns
+from vadbench.report.speed import SPEED_GROUP, like_with_like, speed_summary
 from vadbench.report.uncertainty import answer_tables
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,9 @@ TIMING = (
     "test_images", "test_seconds", "s_per_img", "pipeline_img_per_s",
     "model_latency_ms_median", "model_img_per_s", "harness_ms_per_image", "fit_seconds",
 )
-PER_CATEGORY_COLUMNS = (*IDENTITY, *METRICS, *TIMING)
+PER_CATEGORY_COLUMNS = (*IDENTITY, *PROTOCOLS, "replay", *METRICS, *INTERVALS, *TIMING)
 COMPARISON_COLUMNS = (
-    *GROUP, "n_categories", "n_runs", "incomplete", "missing_categories", *METRICS, "partial_metrics",
+    *GROUP, "replay", "n_categories", "n_runs", "incomplete", "missing_categories", *METRICS, "partial_metrics",
     "test_images", "test_seconds", "s_per_img", "img_per_s", "model_img_per_s", "mixed_configs",
 )
 FAILED_COLUMNS = (*IDENTITY, "status", "error", "finished_at", "run_dir")
@@ -102,9 +104,10 @@ def per_category_table(frame: pd.DataFrame) -> pd.DataFrame:
     ``s_per_img`` is ``test_seconds / test_images``; ``pipeline_img_per_s`` is the recorded value,
     or ``test_images / test_seconds`` (its definition) when a record lacks it but has both inputs.
     """
-    frame = with_columns(frame, (*IDENTITY, "status", *METRICS, *TIMING))
+    frame = with_columns(frame, (*IDENTITY, *PROTOCOLS, "status", *METRICS, *INTERVALS, *TIMING))
     table = frame.loc[is_ok(frame)].copy()
-    _numeric(table, (*METRICS, *TIMING))
+    _numeric(table, (*METRICS, *INTERVALS, *TIMING))
+    table["replay"] = [is_replay(p, v) for p, v in zip(table["protocol"], table["val_source"])]
     table["s_per_img"] = _ratio(table["test_seconds"], table["test_images"])
     table["pipeline_img_per_s"] = table["pipeline_img_per_s"].fillna(
         _ratio(table["test_images"], table["test_seconds"]))
@@ -125,7 +128,7 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
 
     ``incomplete`` is True when another model on the same experiment × dataset has a category this
     one lacks (listed in ``missing_categories``). ``mixed_configs`` is True when the group's runs
-    were made from different configs (see :func:`report_tables.config_check`).
+    were made from different configs (see :func:`breakdowns.config_check`).
     """
     runs = per_category_table(frame)
     if runs.empty:
@@ -143,6 +146,7 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
         partial = [m for m in METRICS if 0 < metric_counts[m] < n_categories]
         rows.append({
             **dict(zip(group, key)),
+            "replay": is_replay(sub["protocol"].iloc[0], sub["val_source"].iloc[0]),
             "n_categories": n_categories,
             "n_runs": len(sub),
             "_categories": categories,
@@ -164,7 +168,7 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
     table["incomplete"] = [bool(m) for m in missing]
     table["n_categories"] = table["n_categories"].astype(int)
     table["n_runs"] = table["n_runs"].astype(int)
-    mixed = report_tables.config_check(frame).set_index(list(GROUP))["mixed"]
+    mixed = breakdowns.config_check(frame).set_index(list(GROUP))["mixed"]
     table["mixed_configs"] = [bool(mixed.get(key, False)) for key in zip(*(table[g] for g in GROUP))]
     return table.loc[:, list(COMPARISON_COLUMNS)].reset_index(drop=True)
 
@@ -194,7 +198,7 @@ def environment_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 REFERENCE_TABLE_COLUMNS = (
-    *GROUP, "category", "source", "external", "reference_dataset", "same_dataset",
+    *GROUP, "replay", "category", "source", "external", "reference_dataset", "same_dataset",
     "image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "pixel_aupro",
     "model_latency_ms_median", "model_img_per_s", "note",
 )
@@ -214,8 +218,8 @@ def reference_table(frame: pd.DataFrame, reference_paths: list[Path | str] = ())
         return pd.DataFrame(columns=columns)
     runs = per_category_table(frame)
     comparison = comparison_table(frame).set_index(list(GROUP))
-    cells = report_tables.category_results(runs).set_index([*GROUP, "category"])
-    speed = like_with_like(frame).set_index(list(GROUP))
+    cells = breakdowns.category_results(runs).set_index([*GROUP, "category"])
+    speed = like_with_like(frame).set_index(list(SPEED_GROUP))
     rows = []
     for _, ident in references.model_identity(frame.loc[is_ok(frame)]).iterrows():
         key = tuple(ident[g] for g in GROUP)
@@ -223,12 +227,14 @@ def reference_table(frame: pd.DataFrame, reference_paths: list[Path | str] = ())
                            & refs["model_size"].isin(["", ident["model_size"]])]
         if matches.empty or key not in comparison.index:
             continue
-        ours = {**dict(zip(GROUP, key)), "source": f"vadbench ({key[0]})", "external": False,
-                "reference_dataset": ident["dataset_kind"], "same_dataset": True, "note": ""}
+        replay = is_replay(ident["protocol"], ident["val_source"])
+        ours = {**dict(zip(GROUP, key)), "replay": replay, "external": False, "reference_dataset": ident["dataset_kind"],
+                "source": f"vadbench ({key[0]}{', replay: thresholds fitted on test images' if replay else ''})",
+                "same_dataset": True, "note": ""}
         mean = comparison.loc[key]
         rows.append({**ours, "category": references.MEAN, **{m: mean[m] for m in METRICS},
-                     **_comparable_speed(speed, key), "note": f"mean over our {mean['n_categories']} categories; "
-                     + _speed_note(speed, key)})
+                     **_comparable_speed(speed, key[:3]), "note": f"mean over our {mean['n_categories']} categories; "
+                     + _speed_note(speed, key[:3])})
         for _, ref in matches.iterrows():
             same = ref["dataset_kind"] == ident["dataset_kind"]
             if ref["category"] != references.MEAN and not (same and (*key, ref["category"]) in cells.index):
@@ -237,7 +243,7 @@ def reference_table(frame: pd.DataFrame, reference_paths: list[Path | str] = ())
                 ours_cell = cells.loc[(*key, ref["category"])]
                 rows.append({**ours, "category": ref["category"], **{m: ours_cell[m] for m in METRICS}})
             label = ref["dataset_label"] or ref["dataset_kind"]
-            rows.append({**dict(zip(GROUP, key)), "category": ref["category"], "source": ref["source"],
+            rows.append({**dict(zip(GROUP, key)), "replay": False, "category": ref["category"], "source": ref["source"],
                          "external": True, "reference_dataset": label, "same_dataset": bool(same),
                          "note": ref["note"], **{f: ref[f] for f in references.REFERENCE_FIELDS}})
     return pd.DataFrame(rows).reindex(columns=columns).drop_duplicates().reset_index(drop=True)
@@ -265,11 +271,11 @@ def report_tables_for(frame: pd.DataFrame, reference_paths: list[Path | str] = (
         "per_category": runs,
         "comparison": comparison_table(frame),
         "failed_runs": failed_runs(frame),
-        "category_results": report_tables.category_results(runs),
-        "category_speed": report_tables.category_speed(runs),
-        "seeds": report_tables.seed_summary(runs),
-        "experiment_deltas": report_tables.experiment_deltas(runs, baseline),
-        "config_check": report_tables.config_check(frame),
+        "category_results": breakdowns.category_results(runs),
+        "category_speed": breakdowns.category_speed(runs),
+        "seeds": breakdowns.seed_summary(runs),
+        "experiment_deltas": breakdowns.experiment_deltas(runs, baseline),
+        "config_check": breakdowns.config_check(frame),
         "references": beside_our_interval(reference_table(frame, reference_paths), answer["answer_means"]),
         "speed": speed_summary(frame),
         **answer,
@@ -309,15 +315,26 @@ def save_tables(tables: dict[str, pd.DataFrame], out_dir: Path | str) -> dict[st
 def runs_overview(frame: pd.DataFrame) -> str:
     """Markdown: how many runs by status, which experiments, models and datasets, and warnings
     for failed runs, mixed configs and means over fewer categories."""
-    frame = with_columns(frame, (*IDENTITY, "status"))
+    frame = with_columns(frame, (*IDENTITY, *PROTOCOLS, "status"))
     status = frame["status"].astype("string").fillna("(none)").value_counts().to_dict()
     names = {c: ", ".join(sorted(frame[c].dropna().astype(str).unique())) or "?"
              for c in ("experiment", "model", "dataset")}
     lines = [f"**{len(frame)} run records**: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".",
              f"Experiments: {names['experiment']}. Models: {names['model']}. Datasets: {names['dataset']}."]
+    ok = frame.loc[is_ok(frame)]
+    tags = pd.Series([protocol_tag(*row) for row in ok[list(PROTOCOLS)].itertuples(index=False)], dtype=object)
+    if len(tags):
+        lines.append("Protocols (protocol · where thresholds were fitted · pixel protocol): "
+                     + "; ".join(f"{tag} ({n} runs)" for tag, n in sorted(tags.value_counts().items())) + ".")
+    if tags.str.startswith("REPLAY").any():
+        lines.append("⚠ REPLAY rows replay a study's protocol (thresholds fitted on test images): their F1 numbers are "
+                     "optimistic; they are marked REPLAY / [replay] in every table and figure, never averaged with others.")
     failed = int((~is_ok(frame)).sum())
     if failed:
         lines.append(f"⚠ {failed} run(s) did not finish `ok`: listed under *Failed runs*, never averaged in.")
+    for key, sub in ok.groupby(["experiment", "dataset", "model"], dropna=False, sort=True):
+        if len(sub[list(PROTOCOLS)].drop_duplicates()) > 1:
+            lines.append(f"⚠ {' / '.join(map(str, key))}: runs under different protocols, shown apart, never averaged.")
     comparison = comparison_table(frame)
     for _, row in comparison.loc[comparison["mixed_configs"]].iterrows():
         lines.append(f"⚠ {row['experiment']} / {row['dataset']} / {row['model']}: runs from different configs "
@@ -327,18 +344,3 @@ def runs_overview(frame: pd.DataFrame) -> str:
         lines.append(f"⚠ {row['experiment']} / {row['dataset']} / {row['model']}: mean over {n} "
                      f"categor{'y' if n == 1 else 'ies'}, lacks {row['missing_categories']}; not comparable as if equal.")
     return "\n\n".join(lines)
-
-
-def by_group(table: pd.DataFrame, keys: tuple[str, ...] = GROUP) -> list[tuple[str, pd.DataFrame]]:
-    """The table split per experiment × dataset × model: ('experiment / dataset / model', rows
-    without the key columns, indexed by category or else model where there is one), in sorted order, for
-    display one group at a time."""
-    if table.empty:
-        return []
-    parts = []
-    for key, sub in table.groupby(list(keys), dropna=False, sort=True):
-        title = " / ".join("?" if pd.isna(k) else str(k) for k in key)
-        sub = sub.drop(columns=list(keys))
-        index = next((c for c in ("category", "model") if c in sub.columns), None)
-        parts.append((title, sub.set_index(index) if index else sub.reset_index(drop=True)))
-    return parts

@@ -251,7 +251,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
         "started_at": started, "finished_at": records.now(),
     }
     examples = pick_examples(test, datamodule.test_data, thresholds.pixel, run.evaluation.figure_images)
-    return RunResult(run, record, scores_table(test, thresholds.image), examples)
+    return RunResult(run, record, scores_table(test, thresholds.image, run), examples)
 
 
 def speed_section(run: RunSpec, model: torch.nn.Module, shape: tuple[int, int, int], device: torch.device
@@ -270,10 +270,12 @@ def split_facts(run: RunSpec, datamodule: Any) -> dict[str, Any]:
             "train_ratio": run.dataset.train_ratio, "split_seed": run.seed, **splits.split_counts(datamodule)}
 
 
-def scores_table(test: Scored, image_threshold: float) -> pd.DataFrame:
-    """One row per test image: path, label, defect type (its folder), raw score, prediction."""
+def scores_table(test: Scored, image_threshold: float, run: RunSpec) -> pd.DataFrame:
+    """One row per test image: path, key (its identity below the dataset root, records.image_key), label, defect
+    type (its folder), raw score, prediction."""
     return pd.DataFrame({
         "path": test.paths,
+        "key": [records.image_key(p, run.category, run.dataset.kind) for p in test.paths],
         "label": test.labels,
         "defect_type": [Path(p).parent.name for p in test.paths],
         "score": test.scores,

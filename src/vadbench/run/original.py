@@ -3,12 +3,16 @@ upsampled bilinearly to its ground-truth mask's original size, and pixel AUROC, 
 (8-connected regions, FPR up to 0.3) are computed at that full resolution.
 
 Memory stays bounded: images are streamed one at a time into vadbench.stats.PixelCounts: per image, its
-normal and anomalous pixels counted in bins of the map value (edges: FULLRES_BINS quantiles of the
-input-size maps, with the pixel threshold as an edge), and per ground-truth region its pixels in the same bins.
-Metrics follow from sums; AUROC, F1-max and AU-PRO are exact up to ties within a bin, F1 at the threshold
-is exact; the per-image counts also give the bootstrap intervals (vadbench.stats).
+normal and anomalous pixels counted in bins of the map value (FULLRES_BINS edges from the input-size maps by
+vadbench.stats.bin_edges, which keeps its edges apart where maps have ties, with the pixel threshold as an edge),
+and per ground-truth region its pixels in the same bins. Metrics follow from sums; AUROC, F1-max and AU-PRO are
+exact up to ties within a bin, F1 at the threshold is exact; the per-image counts also give the bootstrap
+intervals (vadbench.stats). No exact full-size pixel AUROC is computed, so the record's `ci_pixel_binning_error`
+is the most the bins can be off (vadbench.stats.binning_bound).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -40,7 +44,8 @@ def _full_size(maps: np.ndarray, image_paths: list[str], mask_paths: list):
 def accumulate(maps: np.ndarray, image_paths: list[str], mask_paths: list, threshold: float) -> stats.PixelCounts:
     """Stream every test image: upsample its map to its mask's original size, count pixels per bin."""
     edges = stats.bin_edges(maps, threshold, FULLRES_BINS)
-    return stats.collect(_full_size(maps, image_paths, mask_paths), edges, threshold)
+    counts = stats.collect(_full_size(maps, image_paths, mask_paths), edges, threshold)
+    return dataclasses.replace(counts, full_size=True)
 
 
 def original_metrics(counts: stats.PixelCounts) -> dict[str, float]:
