@@ -10,7 +10,7 @@ EXPERIMENT ?= params/experiments/demo.yaml
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv report-deps demo-data demo run report results-doc gpu-check test test-fast lint lab clean-outputs kaggle-standin
+.PHONY: help venv report-deps demo-data demo run report results-doc hours-doc gpu-check test test-fast lint lab clean-outputs kaggle-standin
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ report: $(STAMP) ## rebuild outputs/report (HTML; PDF when Chromium is installed
 
 results-doc: $(STAMP) ## write docs/results-demo.md from the records under outputs/runs (after make demo)
 	$(VADBENCH) report --markdown docs/results-demo.md
+
+hours-doc: $(STAMP) ## rewrite the Kaggle hours table in docs/kaggle-and-clusters.md from the params files
+	$(VADBENCH) kaggle hours --docs docs/kaggle-and-clusters.md --kaggle-params params/kaggle/kaggle.yaml
 
 gpu-check: $(STAMP) ## on a CUDA machine: time EfficientAD-S/M, DRAEM, PatchCore, PaDiM (fp32/fp16, batch 1/16) beside the papers, and EfficientAD's training steps
 	$(VADBENCH) speed params/experiments/gpu_check.yaml --device cuda --train-steps 50 --out outputs/speed/gpu_check.csv

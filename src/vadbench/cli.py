@@ -118,8 +118,10 @@ def _kaggle_parser(sub: argparse._SubParsersAction) -> None:
     hours = ksub.add_parser("hours", help="print each shard's runs, training steps and the step time that fits the "
                             "deadline (a Markdown table)")
     for p in (push, drive, rehearse, hours):
-        p.add_argument("params", type=Path, nargs="+" if p is hours else None, help="experiment file")
+        p.add_argument("params", type=Path, nargs="*" if p is hours else None, help="experiment file")
         p.add_argument("--shard-by", default="model,dataset", help="grid keys that split kernels (default model,dataset)")
+    hours.add_argument("--docs", type=Path, default=None, help="rewrite the table in this Markdown file, after its "
+                       "`<!-- vadbench kaggle hours X.yaml ... -->` line, for the files named there")
     for p in (push, drive):
         p.add_argument("--accelerator", default=None, help="Kaggle machine shape, e.g. NvidiaTeslaT4 (overrides params)")
     upload = ksub.add_parser("upload-data", help="check a dataset, upload it as your Kaggle dataset (sub-folders "
@@ -220,10 +222,18 @@ def _kaggle(args: argparse.Namespace) -> int:
 def _kaggle_loop(args: argparse.Namespace) -> int:
     """`kaggle drive`, `kaggle hours` and `kaggle upload-data`."""
     if args.kaggle_command == "hours":
-        from vadbench.launch.kaggle.hours import hours_table
+        from vadbench.launch.kaggle.hours import hours_table, write_docs_table
         from vadbench.launch.kaggle.spec import load_kaggle_spec
 
-        sys.stdout.write(hours_table(args.params, load_kaggle_spec(args.kaggle_params), args.shard_by.split(",")) + "\n")
+        spec, shard_by = load_kaggle_spec(args.kaggle_params), args.shard_by.split(",")
+        if args.docs is not None:
+            write_docs_table(args.docs, spec, shard_by)
+            return 0
+        if not args.params:
+            from vadbench.errors import ConfigError
+
+            raise ConfigError("kaggle hours: name experiment files, or --docs FILE")
+        sys.stdout.write(hours_table(args.params, spec, shard_by) + "\n")
         return 0
     if args.kaggle_command == "upload-data":
         from vadbench.launch.kaggle.upload import upload_data

@@ -120,6 +120,26 @@ def hours_table(params_files: list[Path | str], spec: KaggleSpec, shard_by: list
     return "\n".join(lines)
 
 
+DOCS_MARKER = "<!-- vadbench kaggle hours "
+
+
+def write_docs_table(doc: Path, spec: KaggleSpec, shard_by: list[str]) -> None:
+    """Replace the table after the doc's `<!-- vadbench kaggle hours FILE ... -->` line with hours_table of those files."""
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith(DOCS_MARKER)), None)
+    if at is None:
+        from vadbench.errors import ConfigError
+
+        raise ConfigError(f"{doc} has no `{DOCS_MARKER}X.yaml ... -->` line to put the table after")
+    files = lines[at].removeprefix(DOCS_MARKER).removesuffix(" -->").split()
+    end = at + 1
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    lines[at + 1:end] = hours_table(files, spec, shard_by).splitlines()
+    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log.info("hours table of %s written into %s", ", ".join(files), doc)
+
+
 def _seconds(value: float) -> str:
     return f"{value:,.0f} s" if value >= 100 else f"{value:.3g} s"
 
