@@ -192,7 +192,8 @@ class DatasetSpec:
 #: Fields added after records existed: left at these defaults they stay out of the run config, so the
 #: config hashes of older records hold.
 ADDED_DEFAULTS = {"protocol": "honest", "val_source": "", "pixel_protocol": "input",
-                  "image_cache": False}  # records before the cache were uncached: new (cached) runs hash anew
+                  "image_cache": False,  # records before the cache were uncached: new (cached) runs hash anew
+                  "budget_s": 0.0}
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,8 @@ class SpeedSpec:
 
     enabled: `auto` times on CUDA runs only (100 warm-ups of a real model take minutes on a CPU),
     `always` also on CPU, `never` skips it. Parameter count and FLOPs are recorded either way.
+    precisions: fp16 is a GPU precision (a CPU emulates it, slower than fp32); bf16 runs on both.
+    budget_s: stop a measurement's timed passes once they took this many seconds (at least 3 passes; 0: no budget).
     Left at its defaults it is not part of the run config, so config hashes of older records stay valid.
     """
 
@@ -238,9 +241,10 @@ class SpeedSpec:
     warmup: int = 100
     iterations: int = 200
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
-    precisions: list[Literal["fp32", "fp16"]] = field(default_factory=lambda: ["fp32", "fp16"])
+    precisions: list[Literal["fp32", "fp16", "bf16"]] = field(default_factory=lambda: ["fp32", "fp16"])
     channels_last: bool = False
     paper_protocol: bool = True
+    budget_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -287,7 +291,7 @@ class RunSpec:
             "evaluation": _without_added(dataclasses.asdict(self.evaluation)),
         }
         if self.speed != SpeedSpec():
-            config["speed"] = dataclasses.asdict(self.speed)
+            config["speed"] = _without_added(dataclasses.asdict(self.speed))
         return config
 
     @property
