@@ -22,6 +22,7 @@ from vadbench.paths import kernel_environ, notebooks_dir
 
 log = logging.getLogger(__name__)
 NOTEBOOK = "train_evaluate.ipynb"
+ENGINE_ENV = "VADBENCH_NOTEBOOK_ENGINE"  # a registered papermill engine to run notebooks with (default: a kernel)
 
 
 #: Per model kind, environment variables the run's kernel must start with. glibc's malloc otherwise
@@ -81,6 +82,7 @@ def _execute_owned(run: RunSpec, params_file: str, directory: Path) -> Outcome:
                             "category": run.category, "seed": run.seed, "output_dir": str(stage.root)},
                 kernel_name="python3", cwd=os.getcwd(), progress_bar=False, log_output=False,
                 kernel_manager_class=stage.kernel_manager_class(), extra_arguments=quiet.kernel_arguments(),
+                engine_name=os.environ.get(ENGINE_ENV) or None,
             )
         error = None
     except Exception as exc:  # papermill raises its own error for a failing cell; anything else is a failure too
