@@ -8,15 +8,18 @@ import nbformat
 import yaml
 from PIL import Image
 
-from vadbench.launch.execute import NOTEBOOK
+import inprocess
+from vadbench.launch.execute import ENGINE_ENV, NOTEBOOK
 from vadbench.paths import notebooks_dir
 
 CATEGORIES = ["a", "broken", "c"]
 IMAGES = {"train/good": 5, "test/good": 2}  # tiny PNGs: enough for the split minimums and the decode check
 
 
-def make_project(tmp_path: Path, monkeypatch, code: str, **experiment) -> Path:
-    """Lay out the project, point the runner at the stand-in notebook and chdir into it."""
+def make_project(tmp_path: Path, monkeypatch, code: str, kernel: bool = False, **experiment) -> Path:
+    """Lay out the project, point the runner at the stand-in notebook and chdir into it.
+
+    kernel: run the notebooks in a real Jupyter kernel (default: in this process, `inprocess`)."""
     for category in CATEGORIES:
         for sub, n in IMAGES.items():
             (tmp_path / "data" / category / sub).mkdir(parents=True)
@@ -36,6 +39,8 @@ def make_project(tmp_path: Path, monkeypatch, code: str, **experiment) -> Path:
     nbformat.write(fake, nb_dir / NOTEBOOK)
     monkeypatch.setenv("VADBENCH_NOTEBOOKS", str(nb_dir))
     monkeypatch.setenv("VADBENCH_ACTIVE_DIR", str(tmp_path / "active-runs"))
+    if not kernel:
+        monkeypatch.setenv(ENGINE_ENV, inprocess.NAME)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

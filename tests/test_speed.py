@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 from pathlib import Path
@@ -12,11 +13,13 @@ import pytest
 import torch
 
 from vadbench.cli import main as cli_main
-from vadbench.errors import DeviceError
+from vadbench.config import SpeedSpec
+from vadbench.errors import ConfigError, DeviceError
 from vadbench.records import records_frame
 from vadbench.report.speed import speed_summary, with_published
 from vadbench.report.tables import reference_table
 from vadbench.run import environment
+from vadbench.run.speed import CPU_DEFAULTS, speed_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "params/references/published.yaml"
@@ -55,6 +58,30 @@ def test_speed_command_times_efficientad_training_steps(tmp_path, monkeypatch, c
 def test_speed_command_names_bad_flags(capsys):
     assert cli_main(["speed", "params/experiments/demo.yaml", "--precisions", "fp8"]) == 2
     assert "--precisions 'fp8': use fp32, fp16" in capsys.readouterr().err
+
+
+def test_protocol_is_sized_by_the_device():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert speed_settings(gpu) == SpeedSpec("always")  # GPU defaults unchanged: 100 + 200 passes, fp32 and fp16
+    assert speed_settings(cpu) == CPU_DEFAULTS and CPU_DEFAULTS.precisions == ["fp32"] and CPU_DEFAULTS.budget_s > 0
+    assert speed_settings(cpu, iterations=7, precisions=["fp32", "bf16"]).iterations == 7
+    with pytest.raises(ConfigError, match="fp16 on a CPU: torch emulates it there, slower than fp32.*--precisions fp32,bf16"):
+        speed_settings(cpu, precisions=["fp32", "fp16"])
+
+
+def test_cpu_speed_command_uses_its_budget_and_bf16(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "speed.csv"
+    caplog.set_level(logging.INFO)
+    assert cli_main(["speed", "params/experiments/demo.yaml", "--model", "padim", "--device", "cpu",
+                     "--precisions", "fp32,bf16", "--batch-sizes", "2", "--iterations", "50", "--budget-s", "0.001",
+                     "--out", str(out)]) == 0
+    rows = pd.read_csv(out)
+    assert sorted(zip(rows["protocol"], rows["precision"])) == [("host-to-host", "bf16"), ("host-to-host", "fp32"),
+                                                                ("on-device", "bf16"), ("on-device", "fp32")]
+    assert (rows["iterations"] == 3).all() and (rows["warmup"] == CPU_DEFAULTS.warmup).all()  # budget spent at once
+    progress = [r.getMessage() for r in caplog.records if "timed)" in r.getMessage()]
+    assert len(progress) == 4  # a line per measurement
 
 
 def cuda_record(model: str, kind: str, size: str, rows: list[dict], device: str = "cuda") -> dict:

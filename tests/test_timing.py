@@ -87,6 +87,17 @@ def test_statistics_exact_with_fake_clock(monkeypatch):
                                 mean_ms=pytest.approx(5.5), img_per_s=pytest.approx(2 / 0.0055))
 
 
+def test_time_budget_stops_the_timed_passes_early_but_keeps_three(monkeypatch):
+    monkeypatch.setattr(timing, "_clock", fake_clock([1.0] * 10))
+    calls = []
+    res = measure_latency(lambda x: calls.append(1), torch.zeros(1), warmup=2, iterations=10, budget_s=1.5)
+    assert (res.iterations, len(calls)) == (timing.MIN_TIMED, 2 + timing.MIN_TIMED)  # 2 s passed the budget at 2 ...
+    monkeypatch.setattr(timing, "_clock", fake_clock([1.0] * 10))
+    assert measure_latency(lambda x: x, torch.zeros(1), warmup=0, iterations=10, budget_s=4.5).iterations == 5
+    monkeypatch.setattr(timing, "_clock", fake_clock([1.0] * 10))
+    assert measure_latency(lambda x: x, torch.zeros(1), warmup=0, iterations=10).iterations == 10  # no budget
+
+
 def test_single_iteration(monkeypatch):
     monkeypatch.setattr(timing, "_clock", fake_clock([0.004]))
     res = measure_latency(lambda x: x, torch.zeros(1), warmup=0, iterations=1)

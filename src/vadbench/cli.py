@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from vadbench import quiet
+
 log = logging.getLogger("vadbench")
 
 DEMO_DATA_ROOT = Path("outputs/data")
@@ -13,7 +15,8 @@ DEMO_DATA_ROOT = Path("outputs/data")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vadbench", description="Visual anomaly detection benchmark.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging; third-party warnings, papermill's and the kernels' own output")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="execute every run of an experiment (papermill, one notebook per run)")
@@ -62,39 +65,52 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _speed_parser(sub: argparse._SubParsersAction) -> None:
-    from vadbench.config import SpeedSpec
-
-    d = SpeedSpec()
     p = sub.add_parser("speed", help="time the models of an experiment on random input (no dataset): latency, "
                        "throughput, memory, parameters, FLOPs, published figures beside")
     p.add_argument("params", type=Path, help="experiment file")
     p.add_argument("--model", default=None, help="only this model (default: every model of the experiment)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto")
-    p.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)), help="default 1,16")
-    p.add_argument("--precisions", default=",".join(d.precisions), help="fp32 and/or fp16 (default fp32,fp16)")
+    p.add_argument("--batch-sizes", default=None, help="default 1,16")
+    p.add_argument("--precisions", default=None,
+                   help="fp32, fp16, bf16, comma-separated (default: fp32,fp16 on a GPU, fp32 on a CPU)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
-    p.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed passes first (default {d.warmup})")
-    p.add_argument("--iterations", type=int, default=d.iterations, help=f"timed passes (default {d.iterations})")
+    p.add_argument("--warmup", type=int, default=None, help="untimed passes first (default: 100 on a GPU, 3 on a CPU)")
+    p.add_argument("--iterations", type=int, default=None, help="timed passes (default: 200 on a GPU, 20 on a CPU)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop each measurement's timed passes after this many seconds (default: none on a GPU, 5 on a CPU)")
     p.add_argument("--train-steps", type=int, default=0,
                    help="EfficientAD: also time this many training steps on random data (default 0: none)")
     p.add_argument("--out", type=Path, default=None, help="also write the rows to this .csv or .json file")
 
 
-def _speed(args: argparse.Namespace) -> int:
-    from vadbench.config import SpeedSpec, load_experiment
+def _speed_given(args: argparse.Namespace) -> dict:
+    """The speed settings given on the command line (the rest come from the device's defaults)."""
     from vadbench.errors import ConfigError
+
+    given = {k: v for k, v in (("warmup", args.warmup), ("iterations", args.iterations), ("budget_s", args.budget_s))
+             if v is not None}
+    if args.channels_last:
+        given["channels_last"] = True
+    if args.batch_sizes is not None:
+        try:
+            given["batch_sizes"] = [int(b) for b in args.batch_sizes.split(",")]
+        except ValueError:
+            raise ConfigError(f"--batch-sizes {args.batch_sizes!r}: write integers separated by commas, e.g. 1,16") from None
+    if args.precisions is not None:
+        given["precisions"] = args.precisions.split(",")
+        if set(given["precisions"]) - {"fp32", "fp16", "bf16"}:
+            raise ConfigError(f"--precisions {args.precisions!r}: use fp32, fp16 and/or bf16, e.g. fp32,fp16")
+    return given
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from vadbench.config import load_experiment
     from vadbench.report.speed import with_published
     from vadbench.run.speed import speed_table
 
-    try:
-        spec = SpeedSpec("always", args.warmup, args.iterations, [int(b) for b in args.batch_sizes.split(",")],
-                         args.precisions.split(","), args.channels_last)
-    except ValueError:
-        raise ConfigError(f"--batch-sizes {args.batch_sizes!r}: write integers separated by commas, e.g. 1,16") from None
-    if set(spec.precisions) - {"fp32", "fp16"}:
-        raise ConfigError(f"--precisions {args.precisions!r}: use fp32, fp16 or fp32,fp16")
+    given = _speed_given(args)
     exp = load_experiment(args.params)
-    table = with_published(speed_table(exp, spec, args.device, args.model, args.train_steps), exp.references)
+    table = with_published(speed_table(exp, given, args.device, args.model, args.train_steps), exp.references)
     shown = ["model", "device", "protocol", "precision", "batch_size", "latency_ms_median", "latency_ms_p90",
              "img_per_s", "published_latency_ms", "published_img_per_s", "note"]
     sys.stdout.write(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
@@ -355,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    quiet.set_verbose(args.verbose or quiet.verbose())
     from vadbench.errors import USER_ERRORS
 
     try:

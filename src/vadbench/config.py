@@ -122,10 +122,6 @@ class AnomalibParams:
 ModelParams = DraemParams | EfficientAdParams | PatchcoreParams | PadimParams | AnomalibParams
 MODEL_PARAMS: dict[str, type] = {"draem": DraemParams, "efficientad": EfficientAdParams,
                                  "patchcore": PatchcoreParams, "padim": PadimParams, "anomalib": AnomalibParams}
-#: Model params added after records existed: at these defaults they stay out of `model_params` (older hashes hold).
-_UNSET = object()
-ADDED_PARAM_DEFAULTS = {"lr_schedule": "anomalib", "score_smoothing": 0, "rotation_probability": 0.0,
-                        "rotation_degrees": 90.0, "weight_init": "anomalib"}
 #: YAML keys spelt differently from their field (`class` is a Python keyword).
 _PARAM_KEYS = {"anomalib": {"class": "class_name"}}
 #: Smallest image_size each model runs at: EfficientAD's PDN needs 256 px; DRÆM's U-Net pools its input five
@@ -197,10 +193,12 @@ class DatasetSpec:
     val_source: Literal["", "train", "test", "test_half"] = ""  # "": the experiment's evaluation.val_source
 
 
-#: Fields added after records existed: left at these defaults they stay out of the run config, so the
-#: config hashes of older records hold.
-ADDED_DEFAULTS = {"protocol": "honest", "val_source": "", "pixel_protocol": "input",
-                  "image_cache": False}  # records before the cache were uncached: new (cached) runs hash anew
+#: Fields (of any section, model params included) added after records existed: left at these defaults they stay
+#: out of the run config, so the config hashes of older records hold.
+ADDED_DEFAULTS = {"protocol": "honest", "val_source": "", "pixel_protocol": "input", "budget_s": 0.0,
+                  "image_cache": False,  # records before the cache were uncached: new (cached) runs hash anew
+                  "lr_schedule": "anomalib", "score_smoothing": 0, "rotation_probability": 0.0,
+                  "rotation_degrees": 90.0, "weight_init": "anomalib"}
 
 
 @dataclass(frozen=True)
@@ -239,6 +237,8 @@ class SpeedSpec:
 
     enabled: `auto` times on CUDA runs only (100 warm-ups of a real model take minutes on a CPU),
     `always` also on CPU, `never` skips it. Parameter count and FLOPs are recorded either way.
+    precisions: fp16 is a GPU precision (a CPU emulates it, slower than fp32); bf16 runs on both.
+    budget_s: stop a measurement's timed passes once they took this many seconds (at least 3 passes; 0: no budget).
     Left at its defaults it is not part of the run config, so config hashes of older records stay valid.
     """
 
@@ -246,9 +246,10 @@ class SpeedSpec:
     warmup: int = 100
     iterations: int = 200
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
-    precisions: list[Literal["fp32", "fp16"]] = field(default_factory=lambda: ["fp32", "fp16"])
+    precisions: list[Literal["fp32", "fp16", "bf16"]] = field(default_factory=lambda: ["fp32", "fp16"])
     channels_last: bool = False
     paper_protocol: bool = True
+    budget_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,7 @@ class RunSpec:
         config = {
             "experiment": self.experiment,
             "model": self.model.as_config(),
-            "model_params": {k: v for k, v in dataclasses.asdict(self.model.settings).items()
-                             if ADDED_PARAM_DEFAULTS.get(k, _UNSET) != v},  # added params at their default: left out
+            "model_params": _without_added(dataclasses.asdict(self.model.settings)),
             "dataset": _without_added({"name": self.dataset.name, "kind": self.dataset.kind, "root": self.dataset.root,
                                        "train_ratio": self.dataset.train_ratio, "val_source": self.dataset.val_source}),
             "category": self.category,
@@ -296,7 +296,7 @@ class RunSpec:
             "evaluation": _without_added(dataclasses.asdict(self.evaluation)),
         }
         if self.speed != SpeedSpec():
-            config["speed"] = dataclasses.asdict(self.speed)
+            config["speed"] = _without_added(dataclasses.asdict(self.speed))
         return config
 
     @property

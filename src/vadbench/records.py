@@ -58,6 +58,14 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def minutes_between(start: str | None, end: str | None) -> float | None:
+    """Minutes from one record timestamp to another; None when either is missing or unreadable."""
+    try:
+        return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds() / 60
+    except (TypeError, ValueError):
+        return None
+
+
 def identity(run: RunSpec) -> dict[str, Any]:
     """The identity fields of a run's record, and its config and config hash."""
     return {"experiment": run.experiment, "model": run.model.name, "dataset": run.dataset.name,

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from vadbench import locks, records
+from vadbench import locks, quiet, records
 from vadbench.config import RunSpec
 from vadbench.errors import OutputError
 from vadbench.launch import staging
@@ -22,6 +22,7 @@ from vadbench.paths import kernel_environ, notebooks_dir
 
 log = logging.getLogger(__name__)
 NOTEBOOK = "train_evaluate.ipynb"
+ENGINE_ENV = "VADBENCH_NOTEBOOK_ENGINE"  # a registered papermill engine to run notebooks with (default: a kernel)
 
 
 #: Per model kind, environment variables the run's kernel must start with. glibc's malloc otherwise
@@ -32,8 +33,8 @@ KERNEL_ENV = {"patchcore": {"MALLOC_MMAP_THRESHOLD_": "1048576"}}
 
 def kernel_env(kind: str) -> contextlib.AbstractContextManager[None]:
     """The run kernel's environment: our working folder as the project root, progress as log lines, KERNEL_ENV."""
-    quiet = {"VADBENCH_PROGRESS": "lines", "TQDM_DISABLE": "1"}  # anomalib's bars would flood the executed notebook
-    return kernel_environ({**quiet, **KERNEL_ENV.get(kind, {})})
+    lines = {"VADBENCH_PROGRESS": "lines", "TQDM_DISABLE": "1"}  # anomalib's bars would flood the executed notebook
+    return kernel_environ({**lines, **KERNEL_ENV.get(kind, {})})
 
 
 Outcome = Literal["ok", "failed", "locked", "finished"]  # finished: another batch finished it meanwhile
@@ -80,7 +81,8 @@ def _execute_owned(run: RunSpec, params_file: str, directory: Path) -> Outcome:
                 parameters={"experiment": str(params_file), "model": run.model.name, "dataset": run.dataset.name,
                             "category": run.category, "seed": run.seed, "output_dir": str(stage.root)},
                 kernel_name="python3", cwd=os.getcwd(), progress_bar=False, log_output=False,
-                kernel_manager_class=stage.kernel_manager_class(),
+                kernel_manager_class=stage.kernel_manager_class(), extra_arguments=quiet.kernel_arguments(),
+                engine_name=os.environ.get(ENGINE_ENV) or None,
             )
         error = None
     except Exception as exc:  # papermill raises its own error for a failing cell; anything else is a failure too

@@ -163,8 +163,8 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
         if gate is not None and not gate(run, index, len(runs)):
             result.deferred.append(run.label)
             continue
-        log.info("[%d/%d] %s: running (elapsed %s, %d left after this)", index, len(runs), run.label,
-                 _clock(time.monotonic() - started), len(runs) - index)
+        log.info("[%d/%d] %s: running into %s (elapsed %s, %d left after this)", index, len(runs), run.label,
+                 directory, _clock(time.monotonic() - started), len(runs) - index)
         result.tally(run.label, execute_run(run, exp.source, output_root, directory, force=force))
         if gate is not None:
             gate.done(run)
@@ -177,7 +177,23 @@ def run_experiment(params_file: Path | str, output_root: Path | str = "outputs/r
         log.error("failed: %s", label)
     for label in result.locked:
         log.warning("not run here, another batch holds it: %s", label)
+    if len(runs) > 0:
+        log.info("runs of %s:\n%s", exp.name, outcome_table(runs, output_root, result))
     return result
+
+
+def outcome_table(runs: list[RunSpec], output_root: Path, result: BatchResult) -> str:
+    """One line per run: its label, status, minutes (from its record) and image AUROC."""
+    lines = [f"  {'run':<44} {'status':<9} {'minutes':>7} {'image AUROC':>11}"]
+    for run in runs:
+        record = record_of(run_dir_of(run, output_root), run.config_hash)
+        status = "deferred" if run.label in result.deferred else "locked" if run.label in result.locked \
+            else record.get("status", "-")
+        minutes = records.minutes_between(record.get("started_at"), record.get("finished_at"))
+        auroc = (record.get("metrics") or {}).get("image_auroc")
+        lines.append(f"  {run.label:<44} {status:<9} {'-' if minutes is None else f'{minutes:.1f}':>7} "
+                     f"{'-' if auroc is None else f'{auroc:.3f}':>11}")
+    return "\n".join(lines)
 
 
 def _launch(pending: list[tuple[RunSpec, Path]], exp: Experiment, output_root: Path, workers: int | None,

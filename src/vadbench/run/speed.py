@@ -25,6 +25,20 @@ from vadbench.run.environment import device_name, resolve_device
 log = logging.getLogger(__name__)
 
 FIT_IMAGES = 4  # random images a memory-bank model is fitted on before it can infer
+#: `vadbench speed` on a CPU: about a minute per model (fp32 only: a CPU emulates fp16, slower than fp32).
+#: On a GPU the defaults are SpeedSpec's own (100 warm-ups, 200 timed passes, fp32 and fp16).
+CPU_DEFAULTS = SpeedSpec("always", warmup=3, iterations=20, precisions=["fp32"], budget_s=5.0)
+
+
+def speed_settings(device: torch.device, **given) -> SpeedSpec:
+    """The protocol for this device: its defaults with what the user gave; fp16 on a CPU is refused with the reason."""
+    speed = dataclasses.replace(SpeedSpec("always") if device.type == "cuda" else CPU_DEFAULTS, **given)
+    if device.type != "cuda" and "fp16" in speed.precisions:
+        from vadbench.errors import ConfigError
+
+        raise ConfigError("fp16 on a CPU: torch emulates it there, slower than fp32, so its figures say nothing about "
+                          "a GPU's; time fp32 or bf16 (--precisions fp32,bf16) here, and fp16 on a CUDA device")
+    return speed
 
 
 def timing_spec(spec: ModelSpec, scratch: Path) -> ModelSpec:
@@ -72,10 +86,11 @@ def protocol_rows(model: torch.nn.Module, shape: tuple[int, int, int], device: t
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
     rows = timing.on_device_rows(model, shape, device, batch_sizes=speed.batch_sizes, precisions=speed.precisions,
-                                 warmup=speed.warmup, iterations=speed.iterations, channels_last=speed.channels_last)
+                                 warmup=speed.warmup, iterations=speed.iterations, channels_last=speed.channels_last,
+                                 budget_s=speed.budget_s)
     if speed.paper_protocol:
         rows += [timing.host_to_host_latency(lambda x: model(x).anomaly_map, shape, device, precision=p,
-                                             warmup=speed.warmup, iterations=speed.iterations)
+                                             warmup=speed.warmup, iterations=speed.iterations, budget_s=speed.budget_s)
                  for p in speed.precisions]
     return [dataclasses.asdict(row) for row in rows]
 
@@ -122,10 +137,11 @@ def training_rows(spec: ModelSpec, device: torch.device, steps: int) -> list[dic
     return [dataclasses.asdict(row)]
 
 
-def speed_table(exp: Experiment, speed: SpeedSpec, device: str = "auto", model: str | None = None,
+def speed_table(exp: Experiment, given: dict | None = None, device: str = "auto", model: str | None = None,
                 train_steps: int = 0) -> pd.DataFrame:
     """Rows for every model of the experiment (or the one named), with the device they were timed on.
 
+    given: SpeedSpec fields the user set (the rest: the device's defaults, `speed_settings`);
     train_steps: EfficientAD, also time this many training steps on random data (0: none)."""
     specs = [m for m in exp.models if model in (None, m.name)]
     if not specs:
@@ -133,6 +149,10 @@ def speed_table(exp: Experiment, speed: SpeedSpec, device: str = "auto", model: 
 
         raise ConfigError(f"{exp.source}: no model {model!r}; models: {[m.name for m in exp.models]}")
     where = resolve_device(device)
+    speed = speed_settings(where, **(given or {}))
+    log.info("protocol on %s: %d warm-up + up to %d timed passes%s, batch %s, %s", where, speed.warmup,
+             speed.iterations, f" or {speed.budget_s:g} s" if speed.budget_s else "",
+             ",".join(map(str, speed.batch_sizes)), ",".join(speed.precisions))
     rows = []
     for spec in specs:
         log.info("timing %s (%s, %d px) on %s", spec.name, spec.kind, spec.image_size, where)

@@ -86,13 +86,14 @@ def measure_latency(
     warmup: int = 5,
     iterations: int = 20,
     device: torch.device | str | None = None,
+    budget_s: float = 0.0,
 ) -> LatencyResult:
     """Time fn on a fixed input already on the device.
 
     `warmup` untimed passes, then `iterations` passes each timed on its own with a synchronise
     before and after (perf_counter), all under torch.inference_mode(). example's first dimension
-    is the batch size; device defaults to example.device. Putting a model in eval mode is the
-    caller's job.
+    is the batch size; device defaults to example.device; budget_s > 0 stops the timed passes early once
+    that many seconds are spent (after MIN_TIMED passes). Putting a model in eval mode is the caller's job.
     """
     _check_int("warmup", warmup, 0)
     _check_int("iterations", iterations, 1)
@@ -102,14 +103,19 @@ def measure_latency(
     if example.device.type != device.type:
         log.warning("example is on %s but timing synchronises %s", example.device, device)
     with torch.inference_mode():
-        result = time_calls(lambda: fn(example), int(example.shape[0]), device, warmup=warmup, iterations=iterations)
+        result = time_calls(lambda: fn(example), int(example.shape[0]), device, warmup=warmup, iterations=iterations,
+                            budget_s=budget_s)
     log.debug("latency on %s: %s", device, result)
     return result
 
 
+MIN_TIMED = 3  # timed passes kept even when a time budget runs out first
+
+
 def time_calls(call: Callable[[], Any], batch_size: int, device: torch.device | str, *, warmup: int,
-               iterations: int) -> LatencyResult:
-    """`warmup` untimed calls, then `iterations` calls each timed on its own between two device synchronises."""
+               iterations: int, budget_s: float = 0.0) -> LatencyResult:
+    """`warmup` untimed calls, then up to `iterations` calls each timed on its own between two device synchronises;
+    with budget_s > 0, the timed calls stop once their total passes budget_s (never before MIN_TIMED of them)."""
     _check_int("warmup", warmup, 0)
     _check_int("iterations", iterations, 1)
     seconds: list[float] = []
@@ -121,6 +127,8 @@ def time_calls(call: Callable[[], Any], batch_size: int, device: torch.device | 
         call()
         synchronize(device)
         seconds.append(_clock() - start)
+        if budget_s > 0 and len(seconds) >= MIN_TIMED and sum(seconds) >= budget_s:
+            break
     return _summarise(seconds, batch_size, warmup)
 
 
@@ -249,32 +257,36 @@ def _is_oom(exc: BaseException) -> bool:
     return (bool(oom_type) and isinstance(exc, oom_type)) or "out of memory" in str(exc).lower()
 
 
+_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def _autocast(device: torch.device, precision: str):
-    """An fp16 autocast context for `fp16`, a no-op context for `fp32`."""
+    """An autocast context for `fp16` / `bf16`, a no-op context for `fp32`."""
     import contextlib
 
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "fp16":
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+    if precision in _HALF:
+        return torch.autocast(device_type=device.type, dtype=_HALF[precision])
+    raise ValueError(f"precision must be 'fp32', 'fp16' or 'bf16', got {precision!r}")
 
 
 def _on_device_row(fn: Callable[[torch.Tensor], Any], shape: tuple[int, int, int], device: torch.device,
                    precision: str, batch_size: int, requested: int, channels_last: bool, warmup: int,
-                   iterations: int, note: str) -> SpeedRow:
+                   iterations: int, note: str, budget_s: float = 0.0) -> SpeedRow:
     example = _random_batch((batch_size, *shape), device, 0)
     if channels_last:
         example = example.contiguous(memory_format=torch.channels_last)
     with _autocast(device, precision):
-        res = measure_latency(fn, example, warmup=warmup, iterations=iterations, device=device)
-    return SpeedRow("on-device", precision, batch_size, requested, channels_last, warmup, iterations,
+        res = measure_latency(fn, example, warmup=warmup, iterations=iterations, device=device, budget_s=budget_s)
+    log.info("on-device %s batch %d: %.4g ms per pass (%d timed)", precision, batch_size, res.median_ms, res.iterations)
+    return SpeedRow("on-device", precision, batch_size, requested, channels_last, warmup, res.iterations,
                     res.median_ms, res.p90_ms, res.img_per_s, note)
 
 
 def on_device_rows(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, int, int], device: torch.device | str, *,
                batch_sizes: list[int], precisions: list[str], warmup: int = 100, iterations: int = 200,
-               channels_last: bool = False) -> list[SpeedRow]:
+               channels_last: bool = False, budget_s: float = 0.0) -> list[SpeedRow]:
     """Time fn at each precision × batch size on a fixed on-device input.
 
     On out-of-memory the batch is halved until it fits (the row keeps the requested size and says
@@ -287,17 +299,17 @@ def on_device_rows(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, in
     for precision in precisions:
         for requested in batch_sizes:
             _check_int("batch_size", requested, 1)
-            rows.append(_fit_batch(fn, shape, device, precision, requested, channels_last, warmup, iterations))
+            rows.append(_fit_batch(fn, shape, device, precision, requested, channels_last, warmup, iterations, budget_s))
     return rows
 
 
-def _fit_batch(fn, shape, device, precision, requested, channels_last, warmup, iterations) -> SpeedRow:
+def _fit_batch(fn, shape, device, precision, requested, channels_last, warmup, iterations, budget_s) -> SpeedRow:
     """One row, halving the batch on out-of-memory."""
     batch, notes = requested, []
     while True:
         try:
             return _on_device_row(fn, shape, device, precision, batch, requested, channels_last, warmup, iterations,
-                                  "; ".join(notes))
+                                  "; ".join(notes), budget_s)
         except RuntimeError as exc:
             if not _is_oom(exc):
                 raise
@@ -314,7 +326,7 @@ def _fit_batch(fn, shape, device, precision, requested, channels_last, warmup, i
 
 def host_to_host_latency(fn: Callable[[torch.Tensor], torch.Tensor], image_shape: tuple[int, int, int],
                          device: torch.device | str, *, precision: str = "fp32", warmup: int = 100,
-                         iterations: int = 200) -> SpeedRow:
+                         iterations: int = 200, budget_s: float = 0.0) -> SpeedRow:
     """The paper's protocol at batch 1: timer from the host-to-device copy of the image to the anomaly map on the host.
 
     fn must return the anomaly map (a tensor); its `.cpu()` copy ends each timed pass.
@@ -322,8 +334,10 @@ def host_to_host_latency(fn: Callable[[torch.Tensor], torch.Tensor], image_shape
     shape, device = _check_shape(image_shape), torch.device(device)
     host = _random_batch((1, *shape), torch.device("cpu"), 0)
     with torch.inference_mode(), _autocast(device, precision):
-        res = time_calls(lambda: fn(host.to(device)).cpu(), 1, device, warmup=warmup, iterations=iterations)
-    return SpeedRow("host-to-host", precision, 1, 1, False, warmup, iterations, res.median_ms, res.p90_ms,
+        res = time_calls(lambda: fn(host.to(device)).cpu(), 1, device, warmup=warmup, iterations=iterations,
+                         budget_s=budget_s)
+    log.info("host-to-host %s batch 1: %.4g ms (%d timed)", precision, res.median_ms, res.iterations)
+    return SpeedRow("host-to-host", precision, 1, 1, False, warmup, res.iterations, res.median_ms, res.p90_ms,
                     res.img_per_s)
 
 
