@@ -31,7 +31,7 @@ from vadbench.errors import InputMissingError, KaggleSetupError
 from vadbench.launch.kaggle.kernel import inputs
 from vadbench.launch.kaggle.shards import shard_inputs
 from vadbench.launch.kaggle.spec import KaggleSpec
-from vadbench.models import backbones, build
+from vadbench.models import backbones, build, preflight
 
 REPO = "timm/resnet18.a1_in1k"  # what timm.create_model("resnet18", pretrained=True) reads
 REVISION = "0" * 40
@@ -90,8 +90,8 @@ def test_without_the_file_the_error_names_the_fetch_command(tmp_path, monkeypatc
     with pytest.raises(InputMissingError, match=r"timm's pretrained resnet18 weights \(timm/resnet18.a1_in1k\) are not "
                                                 r"in the Hugging Face cache .* Run `vadbench fetch-backbone resnet18 "
                                                 r"--source timm` on a machine with internet"):
-        build.check_inputs(spec("Fastflow", FASTFLOW))
-    build.check_inputs(spec("Fastflow", {"backbone": "resnet18"}))  # random weights need no file
+        preflight.check_inputs(spec("Fastflow", FASTFLOW))
+    preflight.check_inputs(spec("Fastflow", {"backbone": "resnet18"}))  # random weights need no file
 
 
 def test_fastflow_run_offline_records_the_file_and_its_checksum(tmp_path, weights):

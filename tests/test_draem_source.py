@@ -6,7 +6,7 @@ from PIL import Image
 
 from vadbench.config import ModelSpec, TrainSpec
 from vadbench.errors import InputMissingError
-from vadbench.models import build
+from vadbench.models import build, preflight
 
 
 def draem(source: str) -> ModelSpec:
@@ -18,7 +18,7 @@ def test_upper_case_suffixes_are_refused_not_silently_perlin(tmp_path):
     for i in range(3):
         Image.new("RGB", (16, 16), (i, 0, 0)).save(tmp_path / f"t{i}.JPG", format="JPEG")
     with pytest.raises(InputMissingError, match=r"generator reads no file there.*lower case.*\.JPG to \.jpg"):
-        build.check_inputs(draem(str(tmp_path)))
+        preflight.check_inputs(draem(str(tmp_path)))
 
 
 def test_the_record_counts_the_generators_own_list(tmp_path):

@@ -194,11 +194,17 @@ def test_latency_figures_real_conv_net_on_cpu():
         return net(x)
 
     out = latency_figures(fn, (3, 32, 32), batch_size=4, device=CPU, warmup=2, iterations=5)
-    assert set(out) == MODEL_KEYS
+    assert set(out) == MODEL_KEYS | {"timing_budget_s"} and out["timing_budget_s"] == timing.CPU_BUDGET_S
     assert 0 < out["model_latency_ms_median"] <= out["model_latency_ms_p90"] < 5000
     assert 0 < out["model_img_per_s"] < 1e7
-    assert (out["timing_warmup"], out["timing_iterations"]) == (2, 5)
+    assert (out["timing_warmup"], out["timing_iterations"]) == (2, 5)  # a tiny net: 5 passes within the budget
     assert shapes == [(1, 3, 32, 32)] * 7 + [(4, 3, 32, 32)] * 7  # latency at 1, throughput at 4
+
+
+def test_latency_figures_on_a_cpu_stop_at_their_budget(monkeypatch):
+    monkeypatch.setattr(timing, "_clock", fake_clock([0.6] * 40))  # every pass 0.6 s: 2 fill the 1 s budget
+    out = latency_figures(lambda x: x, (3, 4, 4), batch_size=2, device=CPU, warmup=0, iterations=20)
+    assert out["timing_iterations"] == timing.MIN_TIMED and out["timing_budget_s"] == timing.CPU_BUDGET_S
 
 
 def test_latency_figures_input_is_seeded_and_on_device():

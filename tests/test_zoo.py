@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from vadbench import config, records
 from vadbench.data.demo import DemoSpec, build_anomaly_source, build_demo_dataset
 from vadbench.errors import ConfigError, InputMissingError
-from vadbench.models import backbones, build, zoo
+from vadbench.models import backbones, preflight, zoo
 
 ZOO_FILE = Path(__file__).resolve().parents[1] / "params/experiments/zoo.yaml"
 FAST = ("dfm", "fre", "stfpm", "fastflow")
@@ -138,17 +138,17 @@ def spec(class_name: str, init_args: dict | None = None, train: dict | None = No
 
 def test_unknown_class_lists_anomalib_exports():
     with pytest.raises(ConfigError, match=r"anomalib has no image model 'FastFlow'; anomalib 2\.7\.0 exports: .*Fastflow"):
-        build.check_inputs(spec("FastFlow"))
+        preflight.check_inputs(spec("FastFlow"))
 
 
 def test_unknown_argument_lists_the_allowed_ones():
     with pytest.raises(ConfigError) as err:
-        build.check_inputs(spec("Stfpm", {"flow_steps": 4}))
+        preflight.check_inputs(spec("Stfpm", {"flow_steps": 4}))
     assert str(err.value) == ("models[m].params.init_args: Stfpm takes no argument 'flow_steps'; "
                               "allowed: ['backbone', 'layers']")
     with pytest.raises(ConfigError, match=r"Fastflow takes no argument 'evaluator'; allowed: \['backbone', "
                                           r"'conv3x3_only', 'flow_steps', 'hidden_ratio', 'pre_trained'\]"):
-        build.check_inputs(spec("Fastflow", {"evaluator": True}))  # evaluation is ours
+        preflight.check_inputs(spec("Fastflow", {"evaluator": True}))  # evaluation is ours
 
 
 @pytest.mark.parametrize("class_name,needle", [
@@ -159,7 +159,7 @@ def test_unknown_argument_lists_the_allowed_ones():
 ])
 def test_refused_models_say_why(class_name, needle):
     with pytest.raises(ConfigError) as err:
-        build.check_inputs(spec(class_name))
+        preflight.check_inputs(spec(class_name))
     assert needle in str(err.value) and "Runnable offline: Cfa, Cflow, Csflow, Dfm" in str(err.value)
 
 
@@ -168,14 +168,14 @@ def test_pretrained_true_is_refused_where_the_local_backbone_is_used():
     Hugging Face cache (test_backbone_weights.py)."""
     with pytest.raises(ConfigError, match="pre_trained: true would download Cflow's weights from a hub; vadbench "
                                           r"never downloads. Leave it out \(the local backbone is pretrained\)"):
-        build.check_inputs(spec("Cflow", {"pre_trained": True}))
+        preflight.check_inputs(spec("Cflow", {"pre_trained": True}))
 
 
 def test_training_length_is_required_where_anomalib_sets_none():
     with pytest.raises(ConfigError, match=r"models\[m\].train: anomalib sets no training length for Stfpm; "
                                           "set max_steps or max_epochs"):
-        build.check_inputs(spec("Stfpm", train={"batch_size": 4}))
-    build.check_inputs(spec("Dfm", train={"batch_size": 4}))  # anomalib trains Dfm for one epoch
+        preflight.check_inputs(spec("Stfpm", train={"batch_size": 4}))
+    preflight.check_inputs(spec("Dfm", train={"batch_size": 4}))  # anomalib trains Dfm for one epoch
 
 
 def test_class_is_spelt_class_and_params_are_typed_at_load():
@@ -193,12 +193,12 @@ def test_class_is_spelt_class_and_params_are_typed_at_load():
 
 def test_missing_input_path_and_hub_file_are_errors_not_downloads(tmp_path, monkeypatch):
     with pytest.raises(InputMissingError, match=f"Glass: {tmp_path / 'dtd'} does not exist"):
-        build.check_inputs(spec("Glass", {"anomaly_source_path": str(tmp_path / "dtd")}))
+        preflight.check_inputs(spec("Glass", {"anomaly_source_path": str(tmp_path / "dtd")}))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(InputMissingError, match=r"Csflow loads torchvision's efficientnet_b5 ImageNet weights, and "
                                                 f"{tmp_path}/hub/checkpoints/efficientnet_b5_lukemelas-1a07897c.pth "
                                                 r"is missing; .* `vadbench fetch-backbone efficientnet_b5`"):
-        build.check_inputs(spec("Csflow"))
+        preflight.check_inputs(spec("Csflow"))
 
 
 def test_catalogue_covers_every_anomalib_image_model():

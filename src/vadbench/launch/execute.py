@@ -76,6 +76,7 @@ def _execute_owned(run: RunSpec, params_file: str, directory: Path) -> Outcome:
     active.start()
     try:
         with kernel_env(run.model.kind):
+            notebook_t0 = time.monotonic()
             papermill.execute_notebook(
                 str(notebooks_dir() / NOTEBOOK), str(stage.run_dir / NOTEBOOK),
                 parameters={"experiment": str(params_file), "model": run.model.name, "dataset": run.dataset.name,
@@ -84,6 +85,7 @@ def _execute_owned(run: RunSpec, params_file: str, directory: Path) -> Outcome:
                 kernel_manager_class=stage.kernel_manager_class(), extra_arguments=quiet.kernel_arguments(),
                 engine_name=os.environ.get(ENGINE_ENV) or None,
             )
+            notebook_s = time.monotonic() - notebook_t0
         error = None
     except Exception as exc:  # papermill raises its own error for a failing cell; anything else is a failure too
         if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
@@ -102,16 +104,20 @@ def _execute_owned(run: RunSpec, params_file: str, directory: Path) -> Outcome:
         write_failed_record(run, stage.run_dir, error, started)
         stage.commit_failed(run.config_hash)
         return "failed"
-    mark_sharing(stage.run_dir, shared)
+    mark_sharing(stage.run_dir, shared, notebook_s)
     stage.commit()
     log.info("%s finished in %.0f s", run.label, time.monotonic() - t0)
     return "ok"
 
 
-def mark_sharing(directory: Path, shared: list[str] | None) -> None:
-    """Add to the record whether other runs used this machine while it ran (and so while it was timed); None: unknown."""
+def mark_sharing(directory: Path, shared: list[str] | None, notebook_s: float | None = None) -> None:
+    """Add to the record whether other runs used this machine while it ran (and so while it was timed; None: unknown),
+    and the notebook kernel's start and imports (`timing.phases.kernel`: its wall time less the run's own phases)."""
     record = records.read_record(directory)
     record.pop("_path", None)
+    phases = (record.get("timing") or {}).get("phases")
+    if notebook_s is not None and isinstance(phases, dict):
+        phases["kernel"] = round(max(0.0, notebook_s - sum(v for v in phases.values() if isinstance(v, int | float))), 3)
     environment = dict(record.get("environment") or {})
     environment["machine_shared"] = None if shared is None else bool(shared)
     environment["concurrent_runs"] = None if shared is None else len(shared)

@@ -63,11 +63,11 @@ def preflight(exp: Experiment, runs: list[RunSpec] | None = None) -> None:
 
     runs: check only what these runs use (a Kaggle shard); None = the whole grid.
     """
-    from vadbench.models import build
+    from vadbench.models.preflight import check_inputs
 
     check_datasets(exp, runs)
     for model in _models_of(exp, runs):
-        build.check_inputs(model)
+        check_inputs(model)
 
 
 def _models_of(exp: Experiment, runs: list[RunSpec] | None) -> list:
@@ -97,13 +97,13 @@ def check_datasets(exp: Experiment, runs: list[RunSpec] | None = None) -> dict[t
 def dry_run_check(exp: Experiment) -> tuple[dict, list[str]]:
     """For --dry-run: dataset plans (raising on a dataset problem) and the model-input problems, listed not raised."""
     from vadbench.errors import InputMissingError
-    from vadbench.models import build
+    from vadbench.models.preflight import check_inputs
 
     plans = check_datasets(exp)
     missing = []
     for model in exp.models:
         try:
-            build.check_inputs(model)
+            check_inputs(model)
         except InputMissingError as exc:
             missing.append(f"{model.name}: {exc}")
     return plans, missing
@@ -111,10 +111,10 @@ def dry_run_check(exp: Experiment) -> tuple[dict, list[str]]:
 
 def build_inputs(exp: Experiment, runs: list[RunSpec] | None = None) -> None:
     """Build the inputs the params say to build (a distilled EfficientAD teacher) for these runs' models, cached."""
-    from vadbench.models import build
+    from vadbench.models.preflight import prepare_inputs
 
     for model in _models_of(exp, runs):
-        build.prepare_inputs(model)
+        prepare_inputs(model)
 
 
 def run_dir_of(run: RunSpec, output_root: Path) -> Path:

@@ -19,9 +19,8 @@ from anomalib.models import Draem, EfficientAd, Padim, Patchcore
 from anomalib.models.components import AnomalibModule
 
 from vadbench.config import AnomalibParams, DraemParams, EfficientAdParams, ModelSpec, PadimParams, PatchcoreParams
-from vadbench.data.images import images_below
-from vadbench.errors import ConfigError, InputMissingError
-from vadbench.models import backbones, draem, provenance, schedules, teacher, zoo
+from vadbench.errors import ConfigError
+from vadbench.models import backbones, draem, preflight, provenance, schedules, teacher, zoo
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def _build_draem(params: DraemParams, size: tuple[int, int], common: dict) -> Bu
 def _build_efficientad(params: EfficientAdParams, size: tuple[int, int], common: dict, seed: int) -> BuiltModel:
     """EfficientAD with a resolved teacher and an existing penalty image folder."""
     imagenet = Path(params.imagenet_dir)
-    penalty = _require_images(imagenet, "EfficientAD penalty images", _IMAGENET_FIX)
+    penalty = preflight.require_images(imagenet, "EfficientAD penalty images", preflight.IMAGENET_FIX)
     teacher_path, teacher_label = teacher.resolve(params, seed)
     module = _TeacherEfficientAd(
         teacher_path, params.lr_schedule, imagenet_dir=imagenet, teacher_out_channels=params.teacher_out_channels,
@@ -125,52 +124,6 @@ def _build_efficientad(params: EfficientAdParams, size: tuple[int, int], common:
 
 
 def draem_source(folder: Path, beta: tuple[float, float]) -> PerlinAnomalyGenerator:
-    """anomalib's anomaly generator on a texture folder; InputMissingError when the generator itself finds no file.
-
-    The count that matters is the generator's own list: it globs lower-case suffixes only.
-    """
-    _require_images(folder, "DRÆM anomaly source", _DTD_FIX)
-    generator = PerlinAnomalyGenerator(anomaly_source_path=folder, blend_factor=beta)
-    if not generator.anomaly_source_paths:
-        from torchvision.datasets.folder import IMG_EXTENSIONS
-
-        raise InputMissingError(f"DRÆM anomaly source {folder}: anomalib's generator reads no file there: it takes "
-                                f"only names ending in {', '.join(IMG_EXTENSIONS)} (lower case); rename the files "
-                                "(e.g. .JPG to .jpg), or set models[].params.anomaly_source to 'perlin'")
-    return generator
-
-
-def check_inputs(spec: ModelSpec) -> None:
-    """Raise InputMissingError before any training when a model's outside inputs are missing; log the schedule."""
-    params = spec.settings
-    if isinstance(params, (DraemParams, EfficientAdParams)):
-        log.info("%s: learning rate %s", spec.name, schedules.describe(spec))
-    if isinstance(params, DraemParams):
-        if params.anomaly_source != "perlin":
-            draem_source(Path(params.anomaly_source), params.beta)
-    elif isinstance(params, (PatchcoreParams, PadimParams)):
-        backbones.parse(params.backbone)
-    elif isinstance(params, EfficientAdParams):
-        _require_images(Path(params.imagenet_dir), "EfficientAD penalty images", _IMAGENET_FIX)
-        teacher.check_teacher(params)
-    elif isinstance(params, AnomalibParams):
-        zoo.check_model(spec)
-
-
-def prepare_inputs(spec: ModelSpec) -> None:
-    """Build what a model's params say to build before training: a missing distilled teacher (cached)."""
-    if isinstance(spec.settings, EfficientAdParams):
-        teacher.prepare(spec.settings)
-
-
-def _require_images(folder: Path, what: str, fix: str) -> list[Path]:
-    """The images below folder, raising InputMissingError when there are none."""
-    images = images_below(folder)
-    if not images:
-        raise InputMissingError(f"{what}: {folder} is missing or holds no image. {fix}")
-    return images
-
-
-_DTD_FIX = "Unpack DTD there (dtd/images/...), or set models[].params.anomaly_source to 'perlin'."
-_IMAGENET_FIX = ("Unpack Imagenette there as an ImageFolder root (imagenette2/train), or point "
-                 "models[].params.imagenet_dir at any folder of class subfolders holding natural photos.")
+    """anomalib's anomaly generator on a texture folder (checked first: preflight.anomaly_source_files)."""
+    preflight.anomaly_source_files(folder)
+    return PerlinAnomalyGenerator(anomaly_source_path=folder, blend_factor=beta)

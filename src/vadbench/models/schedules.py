@@ -1,48 +1,24 @@
 """Learning-rate schedules: the papers' (EfficientAD per step, DRÆM's official code), what each run will apply, and
-what the optimizer really applied.
+what the optimizer really applied (`vadbench.run.learning_rates`).
 
 anomalib 2.7's EfficientAd returns `StepLR(step_size=int(0.95 * steps))` with Lightning's default interval (one
 scheduler step per epoch), so with batch size 1 its x0.1 drop comes after 0.95 * steps *epochs*: never within the
 run. `lr_schedule: paper` keeps anomalib's StepLR and steps it per step, as the paper's 70,000-step recipe does.
 DRÆM's official train_DRAEM.py uses MultiStepLR(milestones=[0.8 * epochs, 0.9 * epochs], gamma=0.2); anomalib
-uses milestones [400, 600] and gamma 0.1. Every run records the rates the optimizer held (`LearningRates`).
+uses milestones [400, 600] and gamma 0.1. Every run records the rates the optimizer held. Imports no torch:
+a preflight describes the schedule without it.
 """
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from lightning.pytorch.callbacks import Callback
+from typing import TYPE_CHECKING, Any
 
 from vadbench.config import DraemParams, EfficientAdParams, ModelSpec, TrainSpec
 
+if TYPE_CHECKING:
+    import torch
+
 DRAEM_LR = 1e-4  # anomalib's and the official code's Adam learning rate
 DRAEM_ANOMALIB_MILESTONES = (400, 600)
-
-
-class LearningRates(Callback):
-    """Records the learning rate the optimizer applies at the first step, at every change and at the last step.
-
-    Read from the optimizers' param groups before each training batch, i.e. the rate that batch's step uses.
-    Each entry: {step, epoch, lr}; lr is a list when the param groups differ.
-    """
-
-    def __init__(self) -> None:
-        self.trace: list[dict[str, Any]] = []
-        self._last: dict[str, Any] | None = None
-
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        rates = [group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups]
-        if not rates:
-            return
-        lr = rates[0] if len(set(rates)) == 1 else rates
-        self._last = {"step": int(trainer.global_step), "epoch": int(trainer.current_epoch), "lr": lr}
-        if not self.trace or self.trace[-1]["lr"] != lr:
-            self.trace.append(self._last)
-
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._last is not None and self.trace[-1] is not self._last:
-            self.trace.append(self._last)
 
 
 def per_step(config: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +32,9 @@ def draem_official(optimizer: torch.optim.Optimizer, max_epochs: int, max_steps:
     """train_DRAEM.py's schedule: x0.2 at 80 % and 90 % of the epochs (of max_steps, per step, when no epochs)."""
     interval, total = ("epoch", max_epochs) if max_epochs > 0 else ("step", max_steps)
     milestones = [int(total * 0.8), int(total * 0.9)]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
+    from torch.optim.lr_scheduler import MultiStepLR
+
+    scheduler = MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 

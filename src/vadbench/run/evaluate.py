@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from vadbench import records, stats
 from vadbench.config import RunSpec
 from vadbench.data import cache, datamodules, splits
 from vadbench.models import build, schedules
-from vadbench.run import figures, metrics, original, speed, timing
+from vadbench.run import figures, learning_rates, metrics, original, speed, timing
 from vadbench.run.environment import environment_info, resolve_device
 from vadbench.run.progress import Progress, TrainingProgress
 
@@ -122,13 +123,18 @@ def fit_map_normalisation(module: Any, loader: Any, device: torch.device) -> Non
 
 
 class Stage:
-    """The stage a run is in (building, training, scoring, timing), so that a failure records where it happened;
-    with a device, each stage's peak memory too (`peak_mem_mb_<stage>`, reset when a stage begins)."""
+    """The stage a run is in (building, caching, training, scoring, metrics, timing, counting), so that a failure
+    records where it happened; the wall seconds of each (`timing.phases`) and, with a device, each stage's peak
+    memory (`peak_mem_mb_<stage>`, reset when a stage begins)."""
 
     def __init__(self, device: torch.device | None = None) -> None:
-        self.name, self.device, self.memory = "building", device, {}
+        self.name, self.device, self.memory, self.seconds = "building", device, {}, {}
+        self.since = time.monotonic()
 
     def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[self.name] = round(self.seconds.get(self.name, 0.0) + now - self.since, 3)
+        self.since = now
         if self.device is not None:
             if self.name != "building":
                 self.memory[f"peak_mem_mb_{self.name}"] = timing.peak_memory_since_reset(self.device)
@@ -210,7 +216,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
         cache_facts = cache.warm(datamodule, built.module.pre_processor.transform)
     log.info("training %s", run.label)
     stage("training")
-    rates = schedules.LearningRates()
+    rates = learning_rates.LearningRates()
     with tempfile.TemporaryDirectory(prefix="vadbench-engine-") as work_dir:
         engine = make_engine(run, device, Path(work_dir), rates)
         with timing.Stopwatch(device) as fit_clock, out_of_memory_names("training", run.model.train.batch_size):
@@ -223,11 +229,13 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
     thresholds = thresholds_for(run, val)
     with timing.Stopwatch(device) as test_clock, out_of_memory_names("scoring", run.evaluation.eval_batch_size):
         test = score_loader(module, datamodule.test_dataloader(), device, what="test images")
+    stage("metrics")
     result_metrics = test_metrics(run, test, thresholds, datamodule.test_data)
     stage("timing")
     shape = (3, run.model.image_size, run.model.image_size)
     model_times = timing.latency_figures(module.model, shape, batch_size=run.evaluation.eval_batch_size, device=device,
-                                    warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
+                                         warmup=run.evaluation.timing_warmup, iterations=run.evaluation.timing_iterations)
+    stage("counting")
     size_figures, speed_rows = speed_section(run, module.model, shape, device)
     stage("done")
     pipeline = timing.pipeline_figures(len(test.labels), test_clock.seconds, run.evaluation.eval_batch_size)
@@ -240,7 +248,7 @@ def _train_and_evaluate(run: RunSpec, started: str, stage: Stage) -> RunResult:
                    **cache_facts,
                    "harness_ms_per_image": timing.harness_ms_per_image(test_clock.seconds, test.model_seconds,
                                                                        len(test.labels)),
-                   **size_figures, **timing.peak_memory(device), **stage.memory},
+                   **size_figures, **timing.peak_memory(device), **stage.memory, "phases": stage.seconds},
         "speed": speed_rows,
         "split": split_facts(run, datamodule),
         "training": {"max_steps": run.model.train.max_steps, "max_epochs": run.model.train.max_epochs,
@@ -297,13 +305,17 @@ def pick_examples(test: Scored, dataset: Any, pixel_threshold: float, n: int) ->
 
 
 def save_result(result: RunResult, out_dir: Path | str) -> Path:
-    """Write scores.csv, the anomaly-map figure and (last, atomically) record.json."""
+    """Write scores.csv, the anomaly-map figure and (last, atomically) record.json, whose `timing.phases` gains the
+    seconds the figure took."""
     import matplotlib.pyplot as plt
 
+    started = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result.scores.to_csv(out_dir / records.SCORES_FILE, index=False)
     fig = figures.anomaly_map_grid(result.examples, title=result.run.label)
     fig.savefig(out_dir / records.FIGURE_FILE, dpi=80)
     plt.close(fig)
+    phases = result.record.setdefault("timing", {}).setdefault("phases", {})
+    phases["figures"] = round(time.monotonic() - started, 3)
     return records.write_record(out_dir, result.record)

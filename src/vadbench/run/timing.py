@@ -110,17 +110,21 @@ def measure_latency(
 
 
 MIN_TIMED = 3  # timed passes kept even when a time budget runs out first
+CPU_BUDGET_S = 0.5  # a record's latency figures on a CPU: seconds of warm-up, and of timed passes, per measurement
 
 
 def time_calls(call: Callable[[], Any], batch_size: int, device: torch.device | str, *, warmup: int,
                iterations: int, budget_s: float = 0.0) -> LatencyResult:
     """`warmup` untimed calls, then up to `iterations` calls each timed on its own between two device synchronises;
-    with budget_s > 0, the timed calls stop once their total passes budget_s (never before MIN_TIMED of them)."""
+    with budget_s > 0, the untimed calls stop after budget_s (never before one) and the timed ones once their total
+    passes budget_s (never before MIN_TIMED of them)."""
     _check_int("warmup", warmup, 0)
     _check_int("iterations", iterations, 1)
     seconds: list[float] = []
-    for _ in range(warmup):
+    start, warmed = time.perf_counter(), 0
+    while warmed < warmup and not (budget_s > 0 and warmed >= 1 and time.perf_counter() - start >= budget_s):
         call()
+        warmed += 1
     for _ in range(iterations):
         synchronize(device)
         start = _clock()
@@ -129,7 +133,7 @@ def time_calls(call: Callable[[], Any], batch_size: int, device: torch.device | 
         seconds.append(_clock() - start)
         if budget_s > 0 and len(seconds) >= MIN_TIMED and sum(seconds) >= budget_s:
             break
-    return _summarise(seconds, batch_size, warmup)
+    return _summarise(seconds, batch_size, warmed)
 
 
 class Stopwatch:
@@ -169,40 +173,24 @@ def _random_batch(shape: tuple[int, ...], device: torch.device, seed: int) -> to
     return torch.rand(shape, generator=generator, device=device)
 
 
-def latency_figures(
-    fn: Callable[[torch.Tensor], Any],
-    image_shape: tuple[int, int, int],
-    *,
-    batch_size: int,
-    device: torch.device | str,
-    warmup: int,
-    iterations: int,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Model figures for a record: latency at batch 1, throughput at `batch_size`.
-
-    Inputs are seeded random images created on the device. Returns model_latency_ms_median,
-    model_latency_ms_p90, model_img_per_s, timing_warmup, timing_iterations.
-    """
+def latency_figures(fn: Callable[[torch.Tensor], Any], image_shape: tuple[int, int, int], *, batch_size: int,
+                    device: torch.device | str, warmup: int, iterations: int, seed: int = 0) -> dict[str, float]:
+    """Model figures for a record: latency at batch 1, throughput at `batch_size`, on seeded random images created on
+    the device. On a CPU each measurement stops after CPU_BUDGET_S of timed passes (at least MIN_TIMED):
+    model_latency_ms_median, model_latency_ms_p90, model_img_per_s, timing_warmup, timing_iterations (timed at
+    batch 1), timing_budget_s (CPU only)."""
     shape = _check_shape(image_shape)
     _check_int("batch_size", batch_size, 1)
-    _check_int("warmup", warmup, 0)
-    _check_int("iterations", iterations, 1)
     device = torch.device(device)
-    single = measure_latency(fn, _random_batch((1, *shape), device, seed),
-                             warmup=warmup, iterations=iterations, device=device)
-    if batch_size == 1:
-        batched = single
-    else:
-        batched = measure_latency(fn, _random_batch((batch_size, *shape), device, seed),
-                                  warmup=warmup, iterations=iterations, device=device)
-    return {
-        "model_latency_ms_median": single.median_ms,
-        "model_latency_ms_p90": single.p90_ms,
-        "model_img_per_s": batched.img_per_s,
-        "timing_warmup": int(warmup),
-        "timing_iterations": int(iterations),
-    }
+    budget = CPU_BUDGET_S if device.type == "cpu" else 0.0
+    single = measure_latency(fn, _random_batch((1, *shape), device, seed), warmup=warmup, iterations=iterations,
+                             device=device, budget_s=budget)
+    batched = single if batch_size == 1 else measure_latency(
+        fn, _random_batch((batch_size, *shape), device, seed), warmup=warmup, iterations=iterations, device=device,
+        budget_s=budget)
+    return {"model_latency_ms_median": single.median_ms, "model_latency_ms_p90": single.p90_ms,
+            "model_img_per_s": batched.img_per_s, "timing_warmup": single.warmup, "timing_iterations": single.iterations,
+            **({"timing_budget_s": budget} if budget else {})}
 
 
 def pipeline_figures(test_images: int, test_seconds: float, batch_size: int) -> dict[str, float]:
@@ -280,7 +268,7 @@ def _on_device_row(fn: Callable[[torch.Tensor], Any], shape: tuple[int, int, int
     with _autocast(device, precision):
         res = measure_latency(fn, example, warmup=warmup, iterations=iterations, device=device, budget_s=budget_s)
     log.info("on-device %s batch %d: %.4g ms per pass (%d timed)", precision, batch_size, res.median_ms, res.iterations)
-    return SpeedRow("on-device", precision, batch_size, requested, channels_last, warmup, res.iterations,
+    return SpeedRow("on-device", precision, batch_size, requested, channels_last, res.warmup, res.iterations,
                     res.median_ms, res.p90_ms, res.img_per_s, note)
 
 
@@ -337,7 +325,7 @@ def host_to_host_latency(fn: Callable[[torch.Tensor], torch.Tensor], image_shape
         res = time_calls(lambda: fn(host.to(device)).cpu(), 1, device, warmup=warmup, iterations=iterations,
                          budget_s=budget_s)
     log.info("host-to-host %s batch 1: %.4g ms (%d timed)", precision, res.median_ms, res.iterations)
-    return SpeedRow("host-to-host", precision, 1, 1, False, warmup, res.iterations, res.median_ms, res.p90_ms,
+    return SpeedRow("host-to-host", precision, 1, 1, False, res.warmup, res.iterations, res.median_ms, res.p90_ms,
                     res.img_per_s)
 
 
