@@ -49,10 +49,10 @@ class Client:
                               text=True, timeout=timeout_s)
 
     def start_vadbench(self, output: Path, *args: str) -> subprocess.Popen:
-        """`vadbench ARGS` started in this client's environment, its stdout and stderr into the file `output`."""
-        with output.open("w") as out:
+        """`vadbench ARGS` started in this client's environment, its stdout into `output`.out, stderr into .err."""
+        with output.with_suffix(".out").open("w") as out, output.with_suffix(".err").open("w") as err:
             return subprocess.Popen([sys.executable, "-m", "vadbench.cli", *args], env=self.env, cwd=self.cwd,
-                                    stdout=out, stderr=subprocess.STDOUT, text=True)
+                                    stdout=out, stderr=err, text=True)
 
     def api(self, code: str, user: str | None = None) -> dict[str, Any]:
         """Run `code` with `api` (an authenticated KaggleApi); what it puts into `out` comes back (as JSON)."""

@@ -72,24 +72,26 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
     kaggle_existed = Path("/kaggle").exists()
     with standin(tmp_path, processing_s=0.1, queue_s=0.1) as (service, client):
         client = dataclasses.replace(client, cwd=project)
-        mounts = []
-        for kind, root, slug, category in (("mvtec_ad", str(mvtec), "mvtec-toothbrush", "toothbrush"),
-                                           ("visa", "datasets/visa", "visa-cashew", "cashew")):
-            done = client.vadbench("kaggle", "upload-data", kind, root, "--slug", slug, "--categories", category,
-                                   "--kaggle-params", "k.yaml")
-            assert done.returncode == 0 and done.stdout.startswith("mounts:\n"), done.stderr
-            mounts.append(done.stdout.splitlines()[1])
+        uploads = [client.start_vadbench(tmp_path / f"upload-{kind}", "kaggle", "upload-data", kind, root, "--slug",
+                                         slug, "--categories", category, "--kaggle-params", "k.yaml")
+                   for kind, root, slug, category in (("mvtec_ad", str(mvtec), "mvtec-toothbrush", "toothbrush"),
+                                                      ("visa", "datasets/visa", "visa-cashew", "cashew"))]
+        assert [upload.wait(timeout=300) for upload in uploads] == [0, 0]  # both at once, as a user may
+        printed = [(tmp_path / f"upload-{kind}.out").read_text().splitlines() for kind in ("mvtec_ad", "visa")]
+        assert [lines[0] for lines in printed] == ["mounts:", "mounts:"]
+        mounts = [line for lines in printed for line in lines[1:]]
         assert mounts == [f"  {mvtec}: tester/mvtec-toothbrush", "  datasets/visa: tester/visa-cashew"]
         with (project / "k.yaml").open("a") as params:  # the printed lines, as the user pastes them
             params.write("mounts:\n" + "\n".join(mounts) + "\n")
+        mvtec.rename(mvtec.with_name("uploaded"))  # a kernel on Kaggle has no such folder: only the mounted copy
 
-        drive = client.start_vadbench(tmp_path / "drive1.txt", "kaggle", "drive", "loop.yaml", "--kaggle-params",
+        drive = client.start_vadbench(tmp_path / "drive1", "kaggle", "drive", "loop.yaml", "--kaggle-params",
                                       "k.yaml")
         wait_for(lambda: sorted(manifest_states(project).values()).count("written") == 2
                  and len([e for e in events(tmp_path) if e["event"] == "pushed"]) == 2, timeout_s=120)
         drive.send_signal(signal.SIGINT)  # Ctrl-C while the first two shards run
         assert drive.wait(timeout=60) == 130
-        first = (tmp_path / "drive1.txt").read_text()
+        first = (tmp_path / "drive1.err").read_text()
         assert "drive interrupted: every push and pull so far is in outputs/kaggle/<experiment>/shards.json" in first
         assert "shard  " in first and "last pull (finished/failed/deferred)" in first  # the progress table
         states = manifest_states(project)
@@ -104,9 +106,6 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
         assert pushed.returncode == 0 and "Traceback" not in pushed.stderr, pushed.stderr
         assert log_lines(pushed, "2 shard(s) not pushed: Kaggle refused kernel", "Maximum batch GPU session count of "
                          "2 reached", "`vadbench kaggle push loop.yaml` again pushes only those")
-        listed = client.vadbench("kaggle", "status")
-        assert all(log_lines(listed, slug, "never pushed", "waiting: Kaggle refused kernel", "Maximum batch GPU "
-                             "session count of 2 reached") for slug in waiting)
 
         wait_for(lambda: len([e for e in events(tmp_path) if e["event"] == "finished"]) == 2, timeout_s=600,
                  every_s=1)
@@ -114,7 +113,8 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
         assert pulled.returncode == 0, pulled.stderr
         assert log_lines(pulled, "pull: 2 added, 0 already there, 0 conflicts, 0 kernels not finished, 2 never pushed, "
                          "0 finished runs without a record")
-        assert all(log_lines(pulled, "never pushed: tester/" + slug) for slug in waiting)
+        assert all(log_lines(pulled, "never pushed: tester/" + slug, "waiting: Kaggle refused kernel", "Maximum batch "
+                             "GPU session count of 2 reached") for slug in waiting)  # the refusal, on record
 
         again = client.vadbench("kaggle", "drive", "loop.yaml", "--kaggle-params", "k.yaml")
         assert again.returncode == 0, again.stderr[-3000:]
@@ -122,8 +122,9 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
         done = client.vadbench("kaggle", "drive", "loop.yaml", "--kaggle-params", "k.yaml")  # nothing left to do
         assert done.returncode == 0 and log_lines(done, "drive of loop: 4 shard(s) complete, 0 not")
         assert not log_lines(done, "pushed ") and not log_lines(done, "pulled ")  # no session pulled twice
-        log = client.vadbench("kaggle", "logs", running[0])
-        assert "[1/1] padim " in log.stdout and " seed0 starting" in log.stdout
+        log = client.vadbench("kaggle", "logs", running[0]).stdout
+        assert "[1/1] padim mvtec_ad/toothbrush seed0 starting" in log and "gpu           none" in log  # on the CPU
+        assert f"mounted {mvtec} -> /kaggle/input/datasets/tester/mvtec-toothbrush" in log  # the absolute root
 
         reporter = dataclasses.replace(client, env={k: v for k, v in client.env.items() if k != "TMPDIR"})
         report = reporter.vadbench("report", "--runs", "outputs/runs", "--out", "outputs/report")  # Chromium's PDF
@@ -132,6 +133,7 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
         local = (project / "outputs/runs/loop/padim/visa/cashew/seed0/record.json")
         edited = {**json.loads(local.read_text()), "note": "edited here"}
         local.write_text(json.dumps(edited))
+        kept = service.world.kernels[("tester", running[0])].versions[0].text
         clash = client.vadbench("kaggle", "pull")
         assert clash.returncode == 1 and log_lines(clash, "pull: 0 added, 3 already there, 1 conflicts")
         assert log_lines(clash, "conflict, local record kept: loop/padim/visa/cashew/seed0")
@@ -139,6 +141,7 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
     log = events(tmp_path)
     check_the_service_saw(log, project, mvtec, waiting)
     assert Path("/kaggle").exists() == kaggle_existed  # two replicas at once never removed the machine's /kaggle
+    assert "require_gpu = True" in kept  # the service keeps the notebook as pushed (it ran on the CPU all the same)
 
     exp = load_experiment(project / "loop.yaml")
     assert all(records.is_finished(records.run_dir(project / "outputs/runs", r.experiment, r.model.name,
