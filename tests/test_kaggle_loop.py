@@ -113,8 +113,8 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
         assert pulled.returncode == 0, pulled.stderr
         assert log_lines(pulled, "pull: 2 added, 0 already there, 0 conflicts, 0 kernels not finished, 2 never pushed, "
                          "0 finished runs without a record")
-        assert all(log_lines(pulled, "never pushed: tester/" + slug, "waiting: Kaggle refused kernel", "Maximum batch "
-                             "GPU session count of 2 reached") for slug in waiting)  # the refusal, on record
+        assert all(log_lines(pulled, "never pushed: tester/" + slug, "(waiting", f"Kaggle refused kernel {waiting[0]}: "
+                             "Maximum batch GPU session count of 2 reached") for slug in waiting)  # on record
 
         again = client.vadbench("kaggle", "drive", "loop.yaml", "--kaggle-params", "k.yaml")
         assert again.returncode == 0, again.stderr[-3000:]
@@ -140,7 +140,8 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
         assert json.loads(local.read_text()) == edited
     log = events(tmp_path)
     check_the_service_saw(log, project, mvtec, waiting)
-    assert Path("/kaggle").exists() == kaggle_existed  # two replicas at once never removed the machine's /kaggle
+    assert Path("/kaggle").exists() or not kaggle_existed  # two replicas at once never removed the machine's /kaggle
+    # (whether one made here is gone again: tests/test_kaggle_standin_runs.py; here another user may make one meanwhile)
     assert "require_gpu = True" in kept  # the service keeps the notebook as pushed (it ran on the CPU all the same)
 
     exp = load_experiment(project / "loop.yaml")

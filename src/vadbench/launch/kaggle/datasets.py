@@ -67,12 +67,12 @@ def check_sources(api: KaggleApi, spec: KaggleSpec, owner: str, folders: list[Pa
             problems.append(f"{named.get(ref, ref)}: {ref} is {state} on Kaggle; upload it again")
         elif state != "ready":
             problems.append(f"{named.get(ref, ref)}: {ref} is not ready yet ({state}); try again when it is")
-    code = f"{owner}/{spec.code_dataset}"
-    state, version = api.dataset_status(code)
-    log.info("preflight: %d attached dataset(s) checked; code dataset %s: %s", len(refs), code,
-             "created by this push" if state == MISSING else f"{state}, version {version}")
     if problems:
         raise KaggleSetupError(f"nothing uploaded: {'; '.join(problems)}. {UPLOAD_HINT}")
+    code = f"{owner}/{spec.code_dataset}"
+    state, version = api.dataset_status(code)
+    log.info("preflight: %d attached dataset(s) ready; code dataset %s: %s", len(refs), code,
+             "not on Kaggle yet, uploaded next" if state == MISSING else f"{state}, version {version}")
 
 
 def wait_ready(api: KaggleApi, dataset_id: str, before: int | None, wait_s: float, poll_s: float,

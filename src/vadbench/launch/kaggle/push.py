@@ -244,8 +244,9 @@ def push_shards(api: KaggleApi, man: dict[str, Any], exp_root: Path, entries: li
                 manifest.save(exp_root, man)
         except (SessionLimitError, KaggleUnavailable) as exc:
             waiting = [e for e in entries if e["state"] in manifest.TO_PUSH]
-            for other in waiting:
-                manifest.set_state(other, "written", f"waiting: {exc}")
+            for other in waiting:  # the shards after it were not tried: they wait for the same reason
+                manifest.set_state(other, "written", f"waiting: {exc}" if other is entry else
+                                   f"waiting, not tried after {entry['slug']}: {exc}")
             manifest.save(exp_root, man)
             return pushed, str(exc)
         except KaggleApiError as exc:
