@@ -125,6 +125,7 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
         log = client.vadbench("kaggle", "logs", running[0]).stdout
         assert "[1/1] padim mvtec_ad/toothbrush seed0 starting" in log and "gpu           none" in log  # on the CPU
         assert f"mounted {mvtec} -> /kaggle/input/datasets/tester/mvtec-toothbrush" in log  # the absolute root
+        assert f"/{running[0]}/v1/replica/site/vadbench" in log  # the pushed wheel ran, not this checkout
 
         reporter = dataclasses.replace(client, env={k: v for k, v in client.env.items() if k != "TMPDIR"})
         report = reporter.vadbench("report", "--runs", "outputs/runs", "--out", "outputs/report")  # Chromium's PDF
@@ -148,6 +149,8 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
     assert all(records.is_finished(records.run_dir(project / "outputs/runs", r.experiment, r.model.name,
                                                    r.dataset.name, r.category, r.seed), r.config_hash)
                for r in expand_runs(exp))  # each record has the config hash of the same run made here
+    assert not (project / "datasets/visa/visa_pytorch").exists()  # the uploaded VisA, read-only, converted in scratch:
+    assert list((tmp_path / "standin/kernels/tester").glob("*-visa-*/v1/replica/scratch/visa/*/visa_pytorch/cashew"))
     mvtec_record = records.read_record(project / "outputs/runs/loop/padim/mvtec_ad/toothbrush/seed0")
     assert mvtec_record["config"]["dataset"]["root"] == str(mvtec)  # read from the absolute root, mounted there
     with (project / "outputs/report/tables/answer_differences.csv").open() as fh:
