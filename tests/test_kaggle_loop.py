@@ -127,14 +127,15 @@ def test_a_four_shard_experiment_goes_from_upload_to_report_through_ctrl_c(tmp_p
         assert f"mounted {mvtec} -> /kaggle/input/datasets/tester/mvtec-toothbrush" in log  # the absolute root
         assert f"/{running[0]}/v1/replica/site/vadbench" in log  # the pushed wheel ran, not this checkout
 
+        kept = service.world.kernels[("tester", running[0])].versions[0].text  # the notebook as the service keeps it
+
+        # Chromium's PDF print fails under a TMPDIR as long as the client's here (its sockets' paths): the machine's
         reporter = dataclasses.replace(client, env={k: v for k, v in client.env.items() if k != "TMPDIR"})
-        report = reporter.vadbench("report", "--runs", "outputs/runs", "--out", "outputs/report")  # Chromium's PDF
-        # print fails under a TMPDIR this long (its sockets' paths), so the report runs with the machine's
+        report = reporter.vadbench("report", "--runs", "outputs/runs", "--out", "outputs/report")
         assert report.returncode == 0, report.stderr[-3000:]
         local = (project / "outputs/runs/loop/padim/visa/cashew/seed0/record.json")
         edited = {**json.loads(local.read_text()), "note": "edited here"}
         local.write_text(json.dumps(edited))
-        kept = service.world.kernels[("tester", running[0])].versions[0].text
         clash = client.vadbench("kaggle", "pull")
         assert clash.returncode == 1 and log_lines(clash, "pull: 0 added, 3 already there, 1 conflicts")
         assert log_lines(clash, "conflict, local record kept: loop/padim/visa/cashew/seed0")
