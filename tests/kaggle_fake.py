@@ -1,6 +1,11 @@
 """A strict in-memory Kaggle service for tests, at the API boundary: it answers what `api.KaggleApiBoundary`
 makes of the real client's answers, and refuses what the real client or service refuses.
 
+The loop's service behaviour is tested against the Kaggle stand-in with the real client (tests/test_kaggle_loop.py);
+this fake stays for what would need real sessions of minutes there: sessions that end as a test chooses (runs
+deferred at the deadline, no progress, a record lost), drive on a clock of its own, SIGINT inside a push, a service
+without a quota answer, `push --pending` of ended shards, and the study files' pushes (one per shipped file).
+
 The metadata rules are the installed kaggle client's own code (`validate_dataset_string`,
 `validate_kernel_string`, its push language/type/pinning lists, python-slugify as the client uses it)
 and the rules its `dataset_create_new` applies (slug and title 6-50 characters, exactly one licence);
@@ -127,7 +132,7 @@ class FakeKaggle:
         if meta.get("docker_image_pinning_type") not in (None, *client.valid_push_pinning_types):
             raise KaggleApiError("If specified, the docker_image_pinning_type must be one of "
                                  f"{client.valid_push_pinning_types}")
-        if accelerator not in rules.ACCELERATORS or len(slug) > 50 or owner != self.user:
+        if (accelerator and accelerator not in rules.ACCELERATORS) or len(slug) > 50 or owner != self.user:
             raise KaggleApiError(f"Kaggle refused kernel {slug}: accelerator {accelerator!r}, owner {owner}")
         if not (folder / meta["code_file"]).is_file():
             raise KaggleApiError("Source file not found")

@@ -42,6 +42,18 @@ class Client:
         env = {**self.env, **({"KAGGLE_USERNAME": user} if user else {})}
         return subprocess.run([KAGGLE, *args], env=env, cwd=self.cwd, capture_output=True, text=True, timeout=300)
 
+    def vadbench(self, *args: str, user: str | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess:
+        """`vadbench ARGS` in this client's environment (its exit status and output; no check)."""
+        env = {**self.env, **({"KAGGLE_USERNAME": user} if user else {})}
+        return subprocess.run([sys.executable, "-m", "vadbench.cli", *args], env=env, cwd=self.cwd, capture_output=True,
+                              text=True, timeout=timeout_s)
+
+    def start_vadbench(self, output: Path, *args: str) -> subprocess.Popen:
+        """`vadbench ARGS` started in this client's environment, its stdout into `output`.out, stderr into .err."""
+        with output.with_suffix(".out").open("w") as out, output.with_suffix(".err").open("w") as err:
+            return subprocess.Popen([sys.executable, "-m", "vadbench.cli", *args], env=self.env, cwd=self.cwd,
+                                    stdout=out, stderr=err, text=True)
+
     def api(self, code: str, user: str | None = None) -> dict[str, Any]:
         """Run `code` with `api` (an authenticated KaggleApi); what it puts into `out` comes back (as JSON)."""
         env = {**self.env, **({"KAGGLE_USERNAME": user} if user else {})}
@@ -75,6 +87,20 @@ def standin(tmp_path: Path, **kwargs: Any) -> Iterator[tuple[Standin, Client]]:
 
 def events(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+
+
+def most_at_once(log: list[dict[str, Any]]) -> int:
+    """The most GPU sessions the service held at once by its log: each from its push to its end."""
+    held: set[tuple[str, int]] = set()
+    most = 0
+    for event in log:
+        key = (event.get("kernel", ""), event.get("version", 0))
+        if event["event"] == "pushed" and event["gpu"] and event["run"]:
+            held.add(key)
+        elif event["event"] == "finished":
+            held.discard(key)
+        most = max(most, len(held))
+    return most
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 120.0, every_s: float = 0.2) -> Any:

@@ -48,29 +48,26 @@ def banner_text(notebook: str) -> str:
 @pytest.mark.slow
 def test_rehearsal_of_the_study_shards_and_pull(study):
     kaggle_existed = Path("/kaggle").exists()
-    done = rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem", smoke=True)
-    assert [d["shard"][:-9] for d in done] == [f"vadbench-study-baseline-draem-{d}" for d in ("mvtec-ad", "visa", "wfdd")]
+    """The DRÆM × WFDD shard of the study, rehearsed and pulled (shards of MVTec AD and raw VisA run the same way in
+    the stand-in: tests/test_kaggle_loop.py)."""
+    done = rehearse.rehearse(STUDY, "kaggle.yaml", shard="vadbench-study-baseline-draem-wfdd", smoke=True)
+    assert [d["shard"][:-9] for d in done] == ["vadbench-study-baseline-draem-wfdd"]
     for summary in done:
         assert summary["ok"] and len(summary["finished"]) == 1 and not summary["failed"] and not summary["deferred"]
         text = banner_text(summary["notebook"])
         assert f"replica/{summary['shard']}/site/vadbench" in text  # the pushed wheel ran, not this checkout
         assert "/kaggle/input/vadbench-code" in text or not summary["namespace"]
     assert Path("/kaggle").exists() == kaggle_existed  # the machine's /kaggle is left as it was
-    assert not (study / "datasets/visa/visa_pytorch").exists()  # the read-only input was never written
-    visa = next(d for d in done if "-visa-" in d["shard"])
-    replica = study / "outputs/kaggle-rehearsal/study_baseline/replica" / visa["shard"]
-    assert list(replica.glob("scratch/visa/*/visa_pytorch/candle"))  # converted in the scratch root
 
     pulled = rehearse.pull_rehearsal("outputs/runs")
-    assert sorted(pulled.added) == [f"study_baseline/draem/{d}/{c}/seed0" for d, c in
-                                    (("mvtec_ad", "bottle"), ("visa", "candle"), ("wfdd", "grey_cloth"))]
+    assert pulled.added == ["study_baseline/draem/wfdd/grey_cloth/seed0"]
     local = {(r.dataset.name, r.category): r.config_hash for r in expand_runs(load_experiment(SMOKE))
-             if r.model.name == "draem"}
+             if r.model.name == "draem" and r.dataset.name == "wfdd"}
     for record in records.load_records("outputs/runs"):
         assert record["status"] == "ok" and record["config_hash"] == local[record["dataset"], record["category"]]
         assert record["config"]["dataset"]["root"] == f"datasets/{record['dataset']}"
     again = run_experiment(SMOKE, "outputs/runs", select={("draem", d, c, 0) for d, c in local})
-    assert (again.done, again.skipped) == (0, 3)  # a local run of the same budget finds them finished
+    assert (again.done, again.skipped) == (0, 1)  # a local run of the same budget finds it finished
 
 
 @pytest.mark.slow

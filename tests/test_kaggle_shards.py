@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -109,23 +108,6 @@ def test_strict_service_refuses_what_kaggle_refuses(project):
     code.write_text(json.dumps({**json.loads(code.read_text()), "licenses": [{"name": "Apache-2.0"}]}))
     with pytest.raises(KaggleApiError, match="unknown license"):
         fake.version_dataset(code.parent, "notes")
-
-
-def test_push_waits_for_the_code_version_and_a_failed_version_stops_it(project):
-    """A failed (or deleted) version stops at once, not after dataset_wait_s; one still processing times out."""
-    kparams, mounted = owned_params("params/kaggle/kaggle.yaml", "k.yaml", dataset_wait_s=3600)
-    failing = FakeKaggle(existing=(*mounted, "tester/vadbench-code"))
-    failing.fail_next.add("tester/vadbench-code")
-    started = time.monotonic()
-    with pytest.raises(KaggleApiError, match="could not process dataset tester/vadbench-code: the new version is failed"):
-        push.push("params/experiments/demo.yaml", "outputs/kaggle", kparams, api=failing, poll_s=0.01)
-    assert time.monotonic() - started < 60 and failing.pushed == []
-
-    kparams, mounted = owned_params("params/kaggle/kaggle.yaml", "w.yaml", dataset_wait_s=0.02)
-    slow = FakeKaggle(existing=mounted, process_polls=1000)
-    with pytest.raises(KaggleApiError, match="not ready after 0 s .status blobs_received"):
-        push.push("params/experiments/demo.yaml", "outputs/kaggle", kparams, api=slow, poll_s=0.01)
-    assert slow.pushed == []  # no kernel pushed against a code version that is not ready
 
 
 def test_pending_status_counts_and_logs(project):

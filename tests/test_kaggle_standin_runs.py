@@ -1,11 +1,10 @@
 """Kernels pushed to the Kaggle stand-in with the real kaggle client run in the /kaggle replica: inputs read-only in
-both mount layouts, /kaggle/working as the output the client downloads page by page, and a real shard notebook end
-to end (uploaded code dataset, replica data, a GPU shard on this machine's CPU, its record pulled home)."""
+both mount layouts, /kaggle/working as the output the client downloads page by page. Real shard notebooks pushed by
+`vadbench kaggle drive` run there end to end in tests/test_kaggle_loop.py."""
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,16 +12,11 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 
-import replicas
 from kaggle_standin import Client, client_environment, dataset_folder, events, kernel_folder, standin, wait_for
-from vadbench import records
-from vadbench.config import expand_runs, load_experiment
 from vadbench.errors import KaggleSetupError
-from vadbench.launch.kaggle import push, rehearse
+from vadbench.launch.kaggle import rehearse
 from vadbench.launch.kaggle.kernel.layout import find_input
-from vadbench.launch.kaggle.spec import load_kaggle_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLICA = pytest.mark.skipif(not rehearse.can_namespace(), reason="the replica's mounts need root and unshare")
@@ -156,53 +150,3 @@ def test_the_standin_command_serves_until_stopped(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     assert [e["event"] for e in events(tmp_path)] == ["dataset_given", "serving", "stopped"]
-
-
-@pytest.mark.slow
-@REPLICA
-def test_a_shard_pushed_with_the_real_client_runs_and_its_record_comes_home(tmp_path, monkeypatch):
-    """The study's DRÆM x WFDD shard at the smoke budget: code dataset uploaded with `kaggle datasets create`, data
-    given to the stand-in, the kernel pushed as a GPU kernel with `kaggle kernels push` (it runs on this machine's
-    CPU), outputs fetched with `kaggle kernels output`: the record has the config hash of the same run at home."""
-    shutil.copytree(ROOT / "params", tmp_path / "params")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("VADBENCH_WFDD_ROOT", raising=False)
-    replicas.build_wfdd(Path("datasets/wfdd"))
-    replicas.build_folder(Path("datasets/dtd/images"), categories=("banded",), n_good=6, n_defect=0, masks=False)
-    mounts = {"datasets/wfdd": "tester/wfdd-data", "datasets/dtd": "tester/dtd-textures"}
-    Path("kaggle.yaml").write_text(yaml.safe_dump({"owner": "tester", "mounts": mounts}))
-    smoke = rehearse.smoke_params("params/experiments/study_baseline.yaml", tmp_path / "smoke")
-    study = yaml.safe_load(smoke.read_text())  # the DRÆM x WFDD shard alone: no other shard's data needed
-    study["datasets"] = [d for d in study["datasets"] if d["name"] == "wfdd"]
-    study["models"] = [m for m in study["models"] if m["name"] == "draem"]
-    smoke.write_text(yaml.safe_dump(study, sort_keys=False))
-    shards = push.write_shards(smoke, Path("outputs/kaggle"), load_kaggle_spec("kaggle.yaml"), ["model", "dataset"],
-                               "tester")
-    shard = next(s for s in shards if s.slug.startswith("vadbench-study-baseline-draem-wfdd"))
-    with standin(tmp_path, datasets={v: Path(k) for k, v in mounts.items()}) as (service, client):
-        created = client.cli("datasets", "create", "-p", "outputs/kaggle/code")
-        assert "being created" in created.stdout, created.stdout + created.stderr
-        wait_for(lambda: client.cli("datasets", "status", "tester/vadbench-code").stdout.strip() == "ready")
-        meta_path = Path(shard.folder) / "kernel-metadata.json"
-        meta = json.loads(meta_path.read_text())
-        meta["dataset_sources"][0] = "tester/vadbench-code/1"  # pinned to the version made, as push pins it
-        meta_path.write_text(json.dumps(meta))
-        pushed = client.cli("kernels", "push", "-p", shard.folder, "--accelerator", "NvidiaTeslaT4", "-t", "43200")
-        assert "successfully pushed" in pushed.stdout and "not valid" not in pushed.stdout, pushed.stdout
-        status = wait_for(lambda: (s := client.cli("kernels", "status", shard.kernel_id).stdout) and
-                          ("COMPLETE" in s or "ERROR" in s) and s, timeout_s=900, every_s=5)
-        assert "COMPLETE" in status, client.cli("kernels", "logs", shard.kernel_id).stdout[-4000:]
-        assert client.cli("kernels", "output", shard.kernel_id, "-p", "downloads").returncode == 0
-        pulled = client.api(f"out['text'] = api.build_kaggle_client().kernels.kernels_api_client.get_kernel("
-                            "__import__('kagglesdk.kernels.types.kernels_api_service', fromlist=['x'])"
-                            f".ApiGetKernelRequest.from_dict({{'userName': 'tester', 'kernelSlug': {shard.slug!r}}}))"
-                            ".blob.source")
-    assert 'require_gpu = True' in pulled["text"]  # the service kept the notebook as pushed
-    status_file = json.loads((tmp_path / "downloads" / records.SHARD_STATUS_FILE).read_text())
-    assert len(status_file["finished"]) == 1 and not status_file["failed"] and not status_file["deferred"]
-    run = next(r for r in expand_runs(load_experiment(smoke)) if r.model.name == "draem" and r.dataset.name == "wfdd")
-    record = records.read_record(records.run_dir(tmp_path / "downloads/runs", run.experiment, "draem", "wfdd",
-                                                 run.category, run.seed))
-    assert (record["status"], record["config_hash"]) == ("ok", run.config_hash)
-    log = json.loads((tmp_path / "downloads" / f"{shard.slug}.log").read_text())
-    assert any("gpu" in e["data"] and "none" in e["data"] for e in log)  # it ran on this machine's CPU

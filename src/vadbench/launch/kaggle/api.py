@@ -167,10 +167,11 @@ class KaggleApiBoundary:
         check_response(response, f"a new version of the dataset in {folder}")
 
     def push_kernel(self, folder: Path, accelerator: str, timeout_s: int) -> Pushed:
-        """Push a kernel folder (save and run). SessionLimitError when the account's GPU sessions are all busy; sources
-        the service left out (the kernel is saved and runs without them) come back in `invalid`."""
+        """Push a kernel folder (save and run) on this machine shape ("": none, a CPU session). SessionLimitError when
+        the account's GPU sessions are all busy; sources the service left out (the kernel is saved and runs without
+        them) come back in `invalid`."""
         try:
-            response = self._client().kernels_push(str(folder), timeout=str(timeout_s), acc=accelerator)
+            response = self._client().kernels_push(str(folder), timeout=str(timeout_s), acc=accelerator or None)
         except ValueError as exc:  # the client's own metadata checks
             raise KaggleApiError(f"the kaggle client refused {folder.name}: {exc}") from exc
         except Exception as exc:

@@ -13,6 +13,7 @@ from vadbench.launch.kaggle.api import DATASET_FAILED, MISSING, KaggleApi, Kaggl
 from vadbench.launch.kaggle.spec import NO_OWNER, KaggleSpec
 
 log = logging.getLogger(__name__)
+FIRST_POLL_S = 1.0  # the first wait for a dataset version's processing
 UPLOAD_HINT = "`vadbench kaggle upload-data KIND ROOT --slug SLUG` uploads a dataset and prints the `mounts:` line"
 
 
@@ -66,18 +67,19 @@ def check_sources(api: KaggleApi, spec: KaggleSpec, owner: str, folders: list[Pa
             problems.append(f"{named.get(ref, ref)}: {ref} is {state} on Kaggle; upload it again")
         elif state != "ready":
             problems.append(f"{named.get(ref, ref)}: {ref} is not ready yet ({state}); try again when it is")
-    code = f"{owner}/{spec.code_dataset}"
-    state, version = api.dataset_status(code)
-    log.info("preflight: %d attached dataset(s) checked; code dataset %s: %s", len(refs), code,
-             "created by this push" if state == MISSING else f"{state}, version {version}")
     if problems:
         raise KaggleSetupError(f"nothing uploaded: {'; '.join(problems)}. {UPLOAD_HINT}")
+    code = f"{owner}/{spec.code_dataset}"
+    state, version = api.dataset_status(code)
+    log.info("preflight: %d attached dataset(s) ready; code dataset %s: %s", len(refs), code,
+             "not on Kaggle yet, uploaded next" if state == MISSING else f"{state}, version {version}")
 
 
 def wait_ready(api: KaggleApi, dataset_id: str, before: int | None, wait_s: float, poll_s: float,
                sleep: Callable[[float], None] = time.sleep) -> int:
-    """Wait until the dataset's version after `before` is ready; its number. A failed or deleted version stops it."""
-    waited = 0.0
+    """Wait until the dataset's version after `before` is ready; its number. A failed or deleted version stops it.
+    The status is asked after 1 s, then at doubling intervals up to `poll_s` (a small upload is ready in seconds)."""
+    waited, pause = 0.0, min(FIRST_POLL_S, poll_s)
     while True:
         state, version = api.dataset_status(dataset_id)
         if state == "ready" and version and version > (before or 0):
@@ -89,8 +91,9 @@ def wait_ready(api: KaggleApi, dataset_id: str, before: int | None, wait_s: floa
         if waited >= wait_s:
             raise KaggleApiError(f"dataset {dataset_id} not ready after {wait_s:.0f} s (status {state}, version "
                                  f"{version}); raise dataset_wait_s in the Kaggle params or try again later")
-        sleep(poll_s)
-        waited += poll_s
+        sleep(pause)
+        waited += pause
+        pause = min(2 * pause, poll_s)
 
 
 def upload(api: KaggleApi, folder: Path, dataset_id: str, notes: str, wait_s: float, poll_s: float,

@@ -179,7 +179,8 @@ class Driver:
             log.info("%s: %d runs left, written again for the next session", entry["slug"], len(left))
             return
         if left:
-            manifest.set_state(entry, entry["state"], f"{len(left)} runs left and none added by the last session: "
+            why = f" ({entry['message']})" if entry["message"] else ""  # the service's failure message, if any
+            manifest.set_state(entry, entry["state"], f"{len(left)} runs left and none added by the last session{why}: "
                                f"see `vadbench kaggle logs {entry['slug']}`; drive again once fixed", self.clock())
         self.save()
 

@@ -76,13 +76,25 @@ def status(out_root: Path | str = "outputs/kaggle", experiment: str | None = Non
 
 
 def logs(slug: str, out_root: Path | str = "outputs/kaggle", api: KaggleApi | None = None) -> str:
-    """A shard kernel's log (slug, or owner/slug)."""
+    """A shard kernel's log (slug, or owner/slug), as text."""
     api = api or KaggleApiBoundary()
     ids = [s["kernel_id"] for m in manifest.load_manifests(out_root) for s in m["shards"]]
     kernel = next((k for k in ids if k == slug or k.split("/")[1] == slug), None)
     if kernel is None:
         raise KaggleSetupError(f"no shard {slug!r} under {out_root}; `vadbench kaggle status` lists them")
-    return api.kernel_logs(kernel)
+    return log_text(api.kernel_logs(kernel))
+
+
+def log_text(raw: str) -> str:
+    """A kernel's log as the service keeps it (a JSON list of {stream_name, time, data}) as plain text: the data
+    joined in order; a log in any other form as it is."""
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "data" in e for e in entries):
+        return raw
+    return "".join(str(e["data"]) for e in entries)
 
 
 def pull(out_root: Path | str = "outputs/kaggle", runs_root: Path | str = "outputs/runs",

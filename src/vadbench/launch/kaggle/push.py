@@ -120,7 +120,7 @@ def write_shards(params_file: Path | str, out_root: Path, spec: KaggleSpec, shar
             shutil.rmtree(stale)
     manifest.save(exp_root, {"experiment": exp.name, "params_file": str(params_file),
                              "params_sha256": manifest.params_digest(params_file), "shard_by": shard_by,
-                             "pending": bool(pending_in), "accelerator": spec.accelerator, "image_pin": spec.image_pin,
+                             "pending": bool(pending_in), "accelerator": spec.machine_shape or "cpu", "image_pin": spec.image_pin,
                              "code": code, "shards": entries})
     log.info("%d shard(s) of %s written under %s (%d runs); %d listed", len(shards), exp.name, exp_root,
              sum(len(s.runs) for s in shards), len(entries))
@@ -236,7 +236,7 @@ def push_shards(api: KaggleApi, man: dict[str, Any], exp_root: Path, entries: li
         (folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
             with manifest.holding_interrupts():  # a push the service took is always recorded
-                done = api.push_kernel(folder, spec.accelerator, spec.timeout_s)
+                done = api.push_kernel(folder, spec.machine_shape, spec.timeout_s)
                 manifest.open_session(entry, done.version, done.url, code_version,
                                       meta.get("docker_image_pinning_type", ""))
                 if done.invalid:  # saved and started all the same: it will fail without them
@@ -244,8 +244,9 @@ def push_shards(api: KaggleApi, man: dict[str, Any], exp_root: Path, entries: li
                 manifest.save(exp_root, man)
         except (SessionLimitError, KaggleUnavailable) as exc:
             waiting = [e for e in entries if e["state"] in manifest.TO_PUSH]
-            for other in waiting:
-                manifest.set_state(other, "written", f"waiting: {exc}")
+            for other in waiting:  # the shards after it were not tried: they wait for the same reason
+                manifest.set_state(other, "written", f"waiting: {exc}" if other is entry else
+                                   f"waiting, not tried after {entry['slug']}: {exc}")
             manifest.save(exp_root, man)
             return pushed, str(exc)
         except KaggleApiError as exc:

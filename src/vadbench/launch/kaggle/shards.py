@@ -142,7 +142,8 @@ def kernel_metadata(slug: str, owner: str, spec: KaggleSpec, notebook: str, sour
         "id": f"{owner}/{slug}", "title": slug, "code_file": notebook, "language": "python",
         "kernel_type": "notebook", "is_private": spec.is_private, "enable_gpu": spec.enable_gpu,
         "enable_tpu": False, "enable_internet": spec.enable_internet, "dataset_sources": sources,
-        "competition_sources": [], "kernel_sources": [], "model_sources": [], "machine_shape": spec.accelerator,
+        "competition_sources": [], "kernel_sources": [], "model_sources": [],
+        **({"machine_shape": spec.machine_shape} if spec.machine_shape else {}),
         "docker_image_pinning_type": spec.image_pin,
     }
 

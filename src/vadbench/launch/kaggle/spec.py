@@ -42,6 +42,11 @@ class KaggleSpec:
     poll_s: float = 60.0  # drive: first wait between status polls (doubles while nothing changes)
     poll_max_s: float = 900.0  # drive: longest wait between status polls
 
+    @property
+    def machine_shape(self) -> str:
+        """The machine shape a kernel is pushed with: the accelerator, or none (a CPU session) without enable_gpu."""
+        return self.accelerator if self.enable_gpu else ""
+
 
 def load_kaggle_spec(path: Path | str | None) -> KaggleSpec:
     """Read the Kaggle params strictly; no file means the defaults."""

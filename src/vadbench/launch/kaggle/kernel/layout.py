@@ -130,13 +130,21 @@ def _holds_same_files(path: Path, source: Path) -> bool:
 
 
 def _link(link: Path, source: Path) -> None:
+    """Link `link` to `source`; a link there to the same source is kept (kernels of a replica share this machine's
+    folders: another kernel may have made it, and may be reading through it)."""
     try:
         link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() and os.readlink(link) == str(source):
+            return
         if link.is_symlink():
             link.unlink()
         elif link.is_dir() and not any(link.iterdir()):
             link.rmdir()
-        link.symlink_to(source, target_is_directory=True)
+        try:
+            link.symlink_to(source, target_is_directory=True)
+        except FileExistsError:
+            if not (link.is_symlink() and os.readlink(link) == str(source)):  # made at the same instant elsewhere
+                raise
     except OSError as exc:
         raise KaggleSetupError(f"cannot link {link} to the mounted {source} ({exc}); mount the dataset under a path "
                                "relative to the project root instead") from exc
