@@ -18,9 +18,8 @@ import yaml
 from scipy import ndimage
 
 from replicas import build_mvtec_ad
-from vadbench import config, records
+from vadbench import config, records, registry
 from vadbench.data import cache, datamodules
-from vadbench.data import registry as datasets
 from vadbench.data.demo import DemoSpec, build_anomaly_source, build_demo_dataset, build_penalty_images
 from vadbench.errors import ConfigError
 from vadbench.launch import runner
@@ -182,7 +181,7 @@ def test_penalty_set_is_told_apart_by_its_class_folders(tmp_path):
 
 def test_paper_recipes_dry_run_lists_its_schedules_and_split(tmp_path, monkeypatch, caplog):
     build_mvtec_ad(tmp_path / "mvtec")
-    monkeypatch.setenv(datasets.info("mvtec_ad").env_var, str(tmp_path / "mvtec"))
+    monkeypatch.setenv(registry.info("mvtec_ad").env_var, str(tmp_path / "mvtec"))
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.INFO)
     runner.run_experiment(PROJECT / "params/experiments/paper_recipes.yaml", "out", dry_run=True)
