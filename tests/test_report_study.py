@@ -430,6 +430,21 @@ def test_demo_params_name_the_published_references():
     assert draem["image_auroc"].tolist() == [0.98]  # the paper's 98.0 %
 
 
+def test_pdf_under_a_long_temporary_folder(tmp_path, monkeypatch):
+    """A long $TMPDIR (a test's, a CI job's) once made Chromium abort: its socket path grew past the Unix limit."""
+    if export.find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing on CI: `make report-deps` must run first")
+        pytest.skip("Chromium not installed (make report-deps)")
+    long_tmp = tmp_path / ("t" * 60) / ("m" * 40)
+    long_tmp.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(long_tmp))
+    monkeypatch.setattr(export.tempfile, "tempdir", None)  # tempfile reads $TMPDIR afresh
+    html = tmp_path / "page.html"
+    html.write_text("<html><body><h1>vadbench</h1></body></html>")
+    assert export.pdf_pages(export.print_pdf(html, tmp_path / "page.pdf", timeout_s=120)) == 1
+
+
 def test_no_pdf_without_chromium(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(export.CHROMIUM_ENV, str(tmp_path / "no-such-chromium"))
     assert export.find_chromium() is None

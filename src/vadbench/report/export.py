@@ -98,16 +98,27 @@ def find_chromium() -> str | None:
     return None
 
 
+def short_temp_dir() -> str:
+    """A temporary folder with a short path: Chromium's profile and its singleton socket live there, and a Unix
+    socket path over ~107 bytes makes Chromium abort (a long $TMPDIR, e.g. a test's or a CI job's)."""
+    default = tempfile.gettempdir()
+    if len(default) <= 40 or not os.access("/tmp", os.W_OK):
+        return default
+    return "/tmp"
+
+
 def run_chromium(args: list[str], timeout_s: int) -> subprocess.CompletedProcess:
     """Run headless Chromium with a throw-away profile and no network use of its own."""
     binary = find_chromium()
     if binary is None:
         raise ReportError(f"Chromium not found: {INSTALL_HINT}")
-    with tempfile.TemporaryDirectory(prefix="vadbench-chromium-") as profile:
+    short = short_temp_dir()
+    with tempfile.TemporaryDirectory(prefix="vb-chromium-", dir=short) as profile:
         command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
                    "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                              env={**os.environ, "TMPDIR": short})
     if done.returncode != 0:
         raise ReportError(f"Chromium failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
     return done
