@@ -30,7 +30,7 @@ STAND_IN = stand_in_code('"environment": {"device": "cpu"}', broken=False, befor
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     """Categories a and c (no failing one), seeds 0 and 1."""
-    root = make_project(tmp_path, monkeypatch, STAND_IN, seeds=[0, 1])
+    root = make_project(tmp_path, monkeypatch, STAND_IN, kernel=True, seeds=[0, 1])  # interrupts reach a kernel
     exp = yaml.safe_load((root / "exp.yaml").read_text())
     exp["datasets"][0]["categories"] = ["a", "c"]
     (root / "exp.yaml").write_text(yaml.safe_dump(exp))

@@ -26,7 +26,7 @@ STAND_IN = stand_in_code('"seen": {v: os.environ.get(v) for v in ("OMP_NUM_THREA
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     """A working dir with a tiny dataset layout, an experiment file and the stand-in notebook."""
-    return make_project(tmp_path, monkeypatch, STAND_IN, device="cpu")
+    return make_project(tmp_path, monkeypatch, STAND_IN, kernel=True, device="cpu")  # workers are processes
 
 
 def test_cpu_workers_share_the_cores(monkeypatch):

@@ -38,7 +38,7 @@ def test_third_party_deprecations_are_hidden_ours_are_not():
 
 def one_run_project(tmp_path, monkeypatch):
     """A stand-in project with one run; the notebook imports anomalib as the real one does."""
-    project = make_project(tmp_path, monkeypatch, "import anomalib.models\n" + stand_in_code())
+    project = make_project(tmp_path, monkeypatch, "import anomalib.models\n" + stand_in_code(), kernel=True)
     exp = yaml.safe_load((project / "exp.yaml").read_text())
     exp["datasets"][0]["categories"] = ["a"]
     (project / "exp.yaml").write_text(yaml.safe_dump(exp))
