@@ -10,7 +10,7 @@ EXPERIMENT ?= params/experiments/demo.yaml
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv report-deps demo-data demo run report results-doc hours-doc gpu-check test test-fast lint lab clean-outputs kaggle-standin
+.PHONY: help venv report-deps demo-data demo run report results-doc hours-doc gpu-check test test-fast test-perf lint lab clean-outputs kaggle-standin
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,13 +69,16 @@ gpu-check: $(STAMP) ## on a CUDA machine: time EfficientAD-S/M, DRAEM, PatchCore
 	$(VADBENCH) speed params/experiments/gpu_check.yaml --device cuda --train-steps 50 --out outputs/speed/gpu_check.csv
 
 lint: $(STAMP) ## ruff over src/ and tests/ (settings in pyproject.toml)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 
 test: $(STAMP) report-deps ## run the whole test suite (includes the slow end-to-end tests, a few minutes)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests except those marked slow
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not perf" $(PYTEST_ARGS)
+
+test-perf: $(STAMP) ## run the wall-clock tests (opt-in: on an idle machine, alone)
+	$(PY) -m pytest -m perf $(PYTEST_ARGS)
 
 LAB_PORT ?= 8888
 # As root (Kaggle, Colab, Docker) Jupyter needs --allow-root; without a display it opens no browser.

@@ -6,7 +6,8 @@ they are imported once. Papermill still parameterizes the notebook, writes the e
 failing cell into its PapermillExecutionError (ename, evalue), so the runner sees what it sees with a kernel.
 Each notebook gets a fresh namespace, and the process's working folder, environment, sys.path and root
 logger are restored after it. Tests that need a kernel's own behaviour (signals, a separate process's
-memory or threads) keep the default engine.
+memory or threads) keep the default engine. A `vadbench` subprocess finds the engine as papermill finds any
+installed one, through an entry point: `subprocess_env` puts one on its PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Mapping
+from pathlib import Path
 
 import nbformat
 from papermill.engines import Engine, papermill_engines
 
-from vadbench.launch.execute import ENGINE_ENV  # noqa: F401 - set it to NAME to run the runner's notebooks here
+from vadbench.launch.execute import ENGINE_ENV  # set it to NAME to run the runner's notebooks here
 
 NAME = "vadbench-inprocess"
+TESTS = Path(__file__).resolve().parent
 
 
 @contextlib.contextmanager
@@ -67,3 +71,16 @@ class InProcessEngine(Engine):
 
 
 papermill_engines.register(NAME, InProcessEngine)
+
+
+def subprocess_env(folder: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) for a `vadbench` subprocess that runs its notebooks with this engine: an
+    entry point in the `papermill.engine` group (a dist-info folder under `folder`, on PYTHONPATH with tests/)."""
+    info = folder / "vadbench_test_engine-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vadbench-test-engine\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(f"[papermill.engine]\n{NAME} = inprocess:InProcessEngine\n")
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), str(TESTS), *filter(None, [env.get("PYTHONPATH")])])
+    env[ENGINE_ENV] = NAME
+    return env

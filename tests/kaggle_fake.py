@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class FakeKaggle:
         self.asked: list[str] = []  # datasets whose status was asked
         self.busy_peak = 0
         self._scratch = Path(tempfile.mkdtemp(prefix="fake-kaggle-"))
+        weakref.finalize(self, shutil.rmtree, self._scratch, True)  # no folder left behind per test
 
     def username(self) -> str | None:
         return self.user

@@ -136,6 +136,7 @@ def test_a_dataset_without_masks_keeps_none(tmp_path, folder):
     assert sorted(int(view[i].gt_label) for i in range(len(view))) == sorted(module.test_data.samples.label_index)
 
 
+@pytest.mark.perf
 def test_reading_the_cache_is_much_cheaper_than_decoding(tmp_path, folder):
     """512-px PNGs resized to 64 px: decoding and resizing cost several times a cached read (measured: ~50x at 1024 px)."""
     import time

@@ -1,7 +1,7 @@
 """Launchers: worker pinning, Slurm parameters, and real batches through --workers 2 and submitit-local.
 
 The fast tests use a stand-in train_evaluate notebook (as test_runner.py does) that records the
-environment its kernel saw; the slow test trains real tiny DRÆM runs three ways and compares records.
+environment its kernel saw; the slow test trains real tiny PaDiM runs three ways and compares records.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from unittest import mock
 import pytest
 import yaml
 
+import inprocess
 from stand_in import make_project, stand_in_code
 from vadbench import records
 from vadbench.data.demo import DemoSpec, build_demo_dataset
@@ -86,8 +87,9 @@ def test_unknown_launcher_is_an_error(project):
 TINY = {
     "name": "tiny", "seeds": [0, 1], "device": "cpu",
     "datasets": [{"name": "demo", "kind": "demo", "root": "data/demo", "categories": ["brick"]}],
-    "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 2, "batch_size": 2},
-                "params": {"anomaly_source": "perlin"}}],
+    # PaDiM on the shipped MobileNetV2: a cheap deterministic fit; what is compared is how each launcher records it
+    "models": [{"name": "padim", "kind": "padim", "image_size": 64, "train": {"max_epochs": 1, "batch_size": 4},
+                "params": {"backbone": "mobilenet_v2", "n_features": 50}}],
     "evaluation": {"val_ratio": 0.25, "eval_batch_size": 4, "timing_warmup": 1, "timing_iterations": 2,
                    "figure_images": 2},
 }
@@ -99,7 +101,8 @@ def test_workers_and_submitit_local_match_a_plain_run(tmp_path):
     build_demo_dataset(tmp_path / "data/demo", DemoSpec(
         categories=("brick",), crop=64, n_train=8, n_test_good=3, n_test_defect=3))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    env = {k: v for k, v in os.environ.items() if k != "VADBENCH_NOTEBOOKS"}
+    # the launchers' processes run the notebooks themselves (no kernel each): what is compared is the records
+    env = inprocess.subprocess_env(tmp_path / "engine", {k: v for k, v in os.environ.items() if k != "VADBENCH_NOTEBOOKS"})
     threads = str(max(1, (os.cpu_count() or 1) // 2))
     for out, extra in (("plain", []), ("workers", ["--workers", "2"]), ("submitit", ["--launcher", "submitit-local",
                                                                                      "--workers", "2"])):
@@ -109,12 +112,12 @@ def test_workers_and_submitit_local_match_a_plain_run(tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=1200, env=run_env)
         assert done.returncode == 0, done.stderr[-3000:]
     for seed in (0, 1):
-        plain, workers, submitit = (records.read_record(tmp_path / out / "tiny/draem/demo/brick" / f"seed{seed}")
+        plain, workers, submitit = (records.read_record(tmp_path / out / "tiny/padim/demo/brick" / f"seed{seed}")
                                     for out in ("plain", "workers", "submitit"))
         for other in (workers, submitit):
             assert other["status"] == plain["status"] == "ok"
             assert other["config_hash"] == plain["config_hash"] and other["config"] == plain["config"]
-            assert other["split"] == plain["split"] and other["training"]["steps_run"] == 2
+            assert other["split"] == plain["split"] and other["training"]["steps_run"] == plain["training"]["steps_run"] == 2
             for key in DETERMINISTIC:  # same seed, same data: same numbers up to float reduction order
                 assert other["metrics"][key] == pytest.approx(plain["metrics"][key], rel=1e-4, abs=1e-6), key
             assert other["environment"]["torch_threads"] == int(threads)

@@ -65,7 +65,7 @@ def test_good_images_count_at_their_own_size(tmp_path):
     assert counts.regions.shape[0] == 1  # image 1: one 8-connected region
 
 
-@pytest.mark.slow
+@pytest.mark.perf
 def test_cost_per_megapixel_image(tmp_path):
     """The protocol's cost at MVTec's largest size (1024 px masks): reported by the closing note, bounded here."""
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""A demo-scale `vadbench run` (papermill, anomalib DRÆM at 64 px, 1 step) on a synthetic replica of each
+"""A demo-scale `vadbench run` (papermill, anomalib PaDiM at 64 px, 1 epoch) on a synthetic replica of each
 real dataset layout: MVTec AD (toothbrush), raw VisA (capsules, converted to the 1cls split on the
 run) and WFDD (grey_cloth, JPEG, undersampled). Checks the records' split and train counts.
 
@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import inprocess
 import replicas
 from vadbench import records
 
@@ -29,8 +30,8 @@ EXPERIMENT = {
         {"name": "visa", "kind": "visa", "root": "data/visa", "categories": ["capsules"]},
         {"name": "wfdd", "kind": "wfdd", "root": "data/wfdd", "categories": ["grey_cloth"], "train_ratio": 0.5},
     ],
-    "models": [{"name": "draem", "kind": "draem", "image_size": 64, "train": {"max_steps": 1, "batch_size": 2},
-                "params": {"anomaly_source": "perlin"}}],
+    "models": [{"name": "padim", "kind": "padim", "image_size": 64, "train": {"max_epochs": 1, "batch_size": 16},
+                "params": {"backbone": "mobilenet_v2", "n_features": 50}}],
     "evaluation": {"val_ratio": 0.2, "eval_batch_size": 16, "timing_warmup": 1, "timing_iterations": 1,
                    "figure_images": 2},
 }
@@ -56,10 +57,10 @@ def finished(tmp_path_factory) -> Path:
     (root / "exp.yaml").write_text(yaml.safe_dump(EXPERIMENT))
     (root / "patch").mkdir()
     (root / "patch/sitecustomize.py").write_text(SITECUSTOMIZE)
-    path = os.pathsep.join([str(root / "patch"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = inprocess.subprocess_env(root / "engine")  # the CLI's own process runs the notebooks (no kernel each)
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "patch"), env["PYTHONPATH"]])
     done = subprocess.run([sys.executable, "-m", "vadbench.cli", "run", "exp.yaml", "--output", "runs"], cwd=root,
-                          capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
+                          capture_output=True, text=True, timeout=1500, env={**env, "PYTHONUNBUFFERED": "1"})
     print(done.stderr[-4000:])
     assert done.returncode == 0, done.stderr[-3000:]
     return root
@@ -67,7 +68,7 @@ def finished(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("cell", sorted(EXPECTED))
 def test_records_carry_split_and_train_counts(finished, cell):
-    record = records.read_record(finished / "runs/layouts/draem" / cell / "seed0")
+    record = records.read_record(finished / "runs/layouts/padim" / cell / "seed0")
     assert record["status"] == "ok"
     split = record["split"]
     got = (split["train_images_available"], split["train_images"], split["val_images"],
@@ -75,10 +76,10 @@ def test_records_carry_split_and_train_counts(finished, cell):
     assert got == EXPECTED[cell]
     assert split["val_source"] == "train" and split["val_ratio"] == 0.2 and split["split_seed"] == 0
     assert split["train_ratio"] == (0.5 if cell.startswith("wfdd") else 1.0)
-    scores = pd.read_csv(finished / "runs/layouts/draem" / cell / "seed0/scores.csv")
+    scores = pd.read_csv(finished / "runs/layouts/padim" / cell / "seed0/scores.csv")
     assert len(scores) == split["test_images_good"] + split["test_images_defect"] == record["timing"]["test_images"]
     assert scores["label"].sum() == split["test_images_defect"]
-    assert record["training"]["steps_run"] == 1
+    assert record["training"]["steps_run"] == 1  # one epoch of one batch
     assert 0.0 <= record["metrics"]["pixel_auroc"] <= 1.0  # masks were read (VisA's ids binarised, WFDD's JPEG pairs)
 
 
@@ -86,6 +87,6 @@ def test_visa_was_converted_with_the_official_split(finished):
     converted = finished / "data/visa/visa_pytorch/capsules"
     counts = [len(list((converted / sub).iterdir())) for sub in ("train/good", "test/good", "test/bad", "ground_truth/bad")]
     assert counts == [20, 4, 6, 6]
-    scores = pd.read_csv(finished / "runs/layouts/draem/visa/capsules/seed0/scores.csv")
+    scores = pd.read_csv(finished / "runs/layouts/padim/visa/capsules/seed0/scores.csv")
     assert all("/visa_pytorch/capsules/test/" in p for p in scores["path"])
     assert all(k.startswith(("capsules/test/good/", "capsules/test/bad/")) for k in scores["key"])  # the root left out

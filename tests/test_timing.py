@@ -163,7 +163,14 @@ def test_measure_latency_rejects_non_batched_example():
 def test_stopwatch_measures_block():
     with Stopwatch(CPU) as sw:
         time.sleep(0.020)
-    assert 0.0195 <= sw.seconds < 0.2
+    assert sw.seconds >= 0.0195  # never less than the block took; how much more depends on the machine's load
+
+
+@pytest.mark.perf
+def test_stopwatch_adds_little_on_an_idle_machine():
+    with Stopwatch(CPU) as sw:
+        time.sleep(0.020)
+    assert sw.seconds < 0.03
 
 
 def test_stopwatch_synchronises_on_enter_and_exit_on_cuda():

@@ -1,9 +1,9 @@
 """Measure what the image cache saves on full-size images (not a test; run by hand, on an idle machine).
 
-    python tests/cache_cost.py /tmp/mvtec-replica [toothbrush] [--models padim,draem,efficientad_s]
+    python benchmarks/cache_cost.py /tmp/mvtec-replica [toothbrush] [--models padim,draem,efficientad_s]
 
 Builds (once) a replica of an MVTec AD category at its real counts and size (1024 px RGB PNGs, as
-tests/decode_cost.py), then runs each model through the real pipeline (vadbench.run.evaluate) three times:
+benchmarks/decode_cost.py), then runs each model through the real pipeline (vadbench.run.evaluate) three times:
 without the cache, with a cold cache (built before training) and with a warm one, and prints per run: the
 cache's build time, training seconds per step, the loader's time per training batch (the train dataloader
 alone) and the evaluation's harness per image (the pass minus its own forward passes).

@@ -1,6 +1,6 @@
 """Measure the full-decode check of one full-size MVTec AD category (not a test; run by hand).
 
-    python tests/decode_cost.py /tmp/mvtec-replica [carpet]
+    python benchmarks/decode_cost.py /tmp/mvtec-replica [carpet]
 
 Builds (once) a replica of the category at the real counts and size (1024 px RGB PNGs of a noisy texture,
 which compress about like MVTec's photos, and their masks), then times `vadbench data check` on it cold

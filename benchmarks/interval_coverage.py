@@ -1,6 +1,6 @@
 """How often the intervals cover the truth, and what the report's 5,000 resamples cost (not a test; run by hand).
 
-    python tests/interval_coverage.py [--trials 400] [--cost]
+    python benchmarks/interval_coverage.py [--trials 400] [--cost]
 
 Coverage: simulated test sets (binormal scores: normal images N(0, 1), defective N(d, 1), so the true AUROC is
 Φ(d/√2)), each given the intervals the project reports and, beside them, plain BCa: a run's image AUROC
