@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import yaml
-
 from decode_cost import build
+
 from vadbench import config
 from vadbench.data import cache, datamodules
 from vadbench.models.build import build_model
