@@ -18,12 +18,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+import inprocess
 from stand_in import executions, make_project, stand_in_code
 from vadbench import records
 
 STAND_IN = stand_in_code('"environment": {"device": "cpu"}', broken=False, before=(
     "from ipykernel.connect import get_connection_file\n"
-    'with open("connection_files.log", "a") as fh:\n    fh.write(get_connection_file() + "\\n")'),
+    "try:\n    connection = get_connection_file()\nexcept RuntimeError:  # no kernel: run in the batch's process\n"
+    "    connection = None\n"
+    'if connection:\n    with open("connection_files.log", "a") as fh:\n        fh.write(connection + "\\n")'),
     after='time.sleep(float(os.environ.get("STAND_IN_SLEEP", "0")))')
 
 
@@ -37,10 +40,12 @@ def project(tmp_path, monkeypatch):
     return root
 
 
-def start_batch(project: Path, *args: str, sleep: float = 0) -> subprocess.Popen:
-    """A real `vadbench run` in its own process group (so a signal reaches it and its kernel, like Ctrl-C)."""
+def start_batch(project: Path, *args: str, sleep: float = 0, kernel: bool = True) -> subprocess.Popen:
+    """A real `vadbench run` in its own process group (so a signal reaches it and its kernel, like Ctrl-C);
+    kernel=False: its notebooks run in its own process (`inprocess`)."""
+    env = os.environ if kernel else inprocess.subprocess_env(project / "engine")
     return subprocess.Popen([sys.executable, "-m", "vadbench.cli", "run", "exp.yaml", "--output", "out", *args],
-                            cwd=project, env={**os.environ, "STAND_IN_SLEEP": str(sleep)}, stdout=subprocess.PIPE,
+                            cwd=project, env={**env, "STAND_IN_SLEEP": str(sleep)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
 
 
@@ -67,8 +72,10 @@ def interrupt(batch: subprocess.Popen) -> str:
 
 
 def finish(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """A `vadbench run` left to its end, its notebooks run in its own process (what is checked is the batch's)."""
     done = subprocess.run([sys.executable, "-m", "vadbench.cli", "run", "exp.yaml", "--output", "out", *args],
-                          cwd=project, capture_output=True, text=True, timeout=600)
+                          cwd=project, capture_output=True, text=True, timeout=600,
+                          env=inprocess.subprocess_env(project / "engine"))
     assert done.returncode == 0, done.stderr
     return done
 
@@ -115,7 +122,7 @@ def test_sigint_during_force_keeps_the_old_run(project):
 
 def test_two_batches_at_once_run_each_run_once(project):
     """Finding 3: two batches of one experiment into one output used to both train every run."""
-    first, second = start_batch(project, sleep=4), start_batch(project, sleep=4)
+    first, second = start_batch(project, sleep=4, kernel=False), start_batch(project, sleep=4, kernel=False)
     outs = [batch.communicate(timeout=300) for batch in (first, second)]
     assert (first.returncode, second.returncode) == (0, 0), outs
     runs = executions(project)
