@@ -11,6 +11,7 @@ from pathlib import Path
 import papermill
 import pytest
 
+import inprocess
 from notebook_project import RUN, copy_project
 from vadbench import config, paths, records
 from vadbench.errors import ProjectRootError
@@ -133,6 +134,7 @@ def test_summary_run_all_from_the_notebooks_folder(tmp_path, monkeypatch):
     project = copy_project(tmp_path / "proj", train=8)
     monkeypatch.delenv(paths.ROOT_ENV, raising=False)
     monkeypatch.chdir(project)
+    monkeypatch.setenv(execute.ENGINE_ENV, inprocess.NAME)  # the run only feeds the summary, whose kernel is real
     run = config.find_run(config.load_experiment("params/experiments/demo.yaml"), *RUN.values())
     assert execute.execute_run(run, "params/experiments/demo.yaml", Path("outputs/runs"),
                                records.run_dir("outputs/runs", "demo", *RUN.values())) == "ok"
