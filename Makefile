@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 EXPERIMENT ?= params/experiments/demo.yaml
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test (one file per worker at a time; 0: no workers, all in this process)
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help venv report-deps demo-data demo run report results-doc hours-doc gpu-check test test-fast test-perf lint lab clean-outputs kaggle-standin
@@ -71,11 +73,11 @@ gpu-check: $(STAMP) ## on a CUDA machine: time EfficientAD-S/M, DRAEM, PatchCore
 lint: $(STAMP) ## ruff over src/ and tests/ (settings in pyproject.toml)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: $(STAMP) report-deps ## run the whole test suite (includes the slow end-to-end tests, a few minutes)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) report-deps ## run the whole test suite (includes the slow end-to-end tests, about 10 minutes on 2 cores)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests except those marked slow
-	$(PY) -m pytest -m "not slow and not perf" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not perf" $(PYTEST_ARGS)
 
 test-perf: $(STAMP) ## run the wall-clock tests (opt-in: on an idle machine, alone)
 	$(PY) -m pytest -m perf $(PYTEST_ARGS)

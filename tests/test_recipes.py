@@ -1,9 +1,9 @@
 """The papers' recipes as runs apply them: learning rates read back from records, DRÆM's smoothed image score
 against a hand computation, the official choices and the provenance line in records, the dry run's schedules.
 
-One tiny training pass per model (demo crops, CPU): DRÆM with every official choice for 10 epochs of one batch,
-EfficientAD for 10 steps with the paper's per-step drop and with anomalib's per-epoch one, and for 2 epochs with
-the paper's drop placed by the steps those epochs hold.
+One tiny training pass per model (demo crops, CPU): DRÆM with every official choice for 10 epochs of one batch here,
+and in test_recipes_efficientad.py EfficientAD for 5 steps with the paper's per-step drop and with anomalib's
+per-epoch one, and for 2 epochs with the paper's drop placed by the steps those epochs hold.
 """
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ EXPERIMENT = {
         # 3 training images, batch 4: one step per epoch, so step n is epoch n
         {"name": "draem_official", "kind": "draem", "image_size": 64, "train": {"max_epochs": 10, "batch_size": 4},
          "params": DRAEM_OFFICIAL},
-        {"name": "efficientad_paper", "kind": "efficientad", "image_size": 256, "train": {"max_steps": 10, "batch_size": 1},
+        {"name": "efficientad_paper", "kind": "efficientad", "image_size": 256, "train": {"max_steps": 5, "batch_size": 1},
          "params": {"teacher": "random", "imagenet_dir": "data/penalty", "lr_schedule": "paper"}},
         {"name": "efficientad_anomalib", "kind": "efficientad", "image_size": 256,
-         "train": {"max_steps": 10, "batch_size": 1}, "params": {"teacher": "random", "imagenet_dir": "data/penalty"}},
+         "train": {"max_steps": 5, "batch_size": 1}, "params": {"teacher": "random", "imagenet_dir": "data/penalty"}},
         {"name": "efficientad_epochs", "kind": "efficientad", "image_size": 256, "train": {"max_epochs": 2, "batch_size": 1},
          "params": {"teacher": "random", "imagenet_dir": "data/penalty", "lr_schedule": "paper"}},
     ],
@@ -49,10 +49,9 @@ EXPERIMENT = {
 }
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> dict:
-    """Each model trained and scored through train_and_evaluate and saved; its record, run and built module."""
-    root = tmp_path_factory.mktemp("recipes")
+def train_recipes(root: Path, names: tuple[str, ...]) -> dict:
+    """The named models of EXPERIMENT trained and scored through train_and_evaluate and saved under root; per
+    model its record, run, built module and run folder (and "root")."""
     build_demo_dataset(root / "data/demo", DemoSpec(categories=("brick",), crop=64, n_train=4,
                                                                         n_test_good=3, n_test_defect=3))
     build_penalty_images(root / "data/penalty", n=4)
@@ -69,39 +68,22 @@ def finished(tmp_path_factory) -> dict:
         patch.chdir(root)
         patch.setattr(build, "build_model", keep)
         for run in config.expand_runs(config.load_experiment("recipes.yaml")):
+            if run.model.name not in names:
+                continue
             out = root / "runs" / run.model.name
             evaluate.save_result(evaluate.train_and_evaluate(run, out), out)
             done[run.model.name] = (records.read_record(out), run, built[run.model.name].module, out)
     return {"root": root, **done}
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> dict:
+    """DRÆM with every official choice, trained and scored (EfficientAD's runs: test_recipes_efficientad.py)."""
+    return train_recipes(tmp_path_factory.mktemp("recipes"), ("draem_official",))
+
+
 def rates(record: dict) -> list[tuple[int, int, float]]:
     return [(e["step"], e["epoch"], e["lr"]) for e in record["training"]["learning_rates"]]
-
-
-def test_efficientad_paper_schedule_drops_at_95_percent_of_the_steps(finished):
-    record = finished["efficientad_paper"][0]
-    assert record["training"]["steps_run"] == 10
-    (first, _, lr0), (drop, _, lr1) = rates(record)[0], rates(record)[1]
-    assert (first, lr0) == (0, pytest.approx(1e-4)) and (drop, lr1) == (9, pytest.approx(1e-5))  # int(0.95 * 10)
-    assert len(rates(record)) == 2  # the drop is the last step: nothing after it
-    assert record["training"]["lr_schedule"].startswith("paper: Adam lr 0.0001, weight decay 1e-05, x0.1 from step 9 of 10")
-
-
-def test_efficientad_paper_schedule_counts_the_steps_of_the_epochs_when_only_epochs_are_given(finished):
-    record = finished["efficientad_epochs"][0]  # 2 epochs of 3 images: 6 steps, the drop at int(0.95 * 6) = 5
-    assert record["training"]["steps_run"] == 6
-    assert rates(record) == [(0, 0, pytest.approx(1e-4)), (5, 1, pytest.approx(1e-5))]
-    assert "x0.1 from 95 % of the run's steps (epochs x batches per epoch" in record["training"]["lr_schedule"]
-
-
-def test_efficientad_anomalib_schedule_never_drops(finished):
-    """anomalib steps its StepLR per epoch: 10 steps over 3 images are 4 epochs, and the drop waits for epoch 9."""
-    record = finished["efficientad_anomalib"][0]
-    assert [(s, lr) for s, _, lr in rates(record)] == [(0, pytest.approx(1e-4)), (9, pytest.approx(1e-4))]
-    assert rates(record)[-1][1] == 3  # the last step, in the 4th epoch
-    assert "stepped per epoch" in record["training"]["lr_schedule"]
-    assert "lr_schedule" not in record["config"]["model_params"]  # left at its default: out of the config hash
 
 
 def test_draem_official_schedule_drops_at_80_and_90_percent_of_the_epochs(finished):
@@ -121,10 +103,6 @@ def test_draem_records_its_choices_and_provenance(finished):
     assert training["provenance"] == ("anomaly source: dir:data/source (4 images) (the paper: DTD's 5,640 textures); "
                                       "no pretrained weights")
     assert finished["draem_official"][0]["config"]["model_params"]["score_smoothing"] == 21
-    ead = finished["efficientad_paper"][0]["training"]
-    assert ead["provenance"] == ("penalty images: no ImageNet class folders (a stand-in), 4 images in data/penalty "
-                                 "(the paper: ImageNet); teacher: random (not pretrained; the paper's is distilled from "
-                                 "WideResNet-101 on ImageNet)")
 
 
 def test_draem_scores_images_from_the_mean_filtered_map(finished):
