@@ -331,7 +331,12 @@ def _report(args: argparse.Namespace) -> int:
 
     paths = build_report(args.runs, args.out)
     for name, path in paths.items():
-        log.info("%s: %s", name, path)
+        log.debug("%s: %s", name, path)  # every file with -v
+    tables = [p for p in paths.values() if p.parent.name == "tables"]
+    figures = [p for p in paths.values() if p.parent.name == "figures"]
+    out = paths["html"].parent
+    log.info("report: %s%s; %d tables in %s, %d figures in %s", paths["html"], f", {paths['pdf']}" if "pdf" in paths else "",
+             len(tables), out / "tables", len(figures), out / "figures")
     return 0
 
 

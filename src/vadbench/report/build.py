@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from vadbench import quiet
 from vadbench.paths import kernel_environ, notebooks_dir
 from vadbench.report import export, references
 from vadbench.report.tables import TABLE_FILES, load_frame
@@ -50,7 +51,7 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, notebook: Path | str
             parameters={"runs_dir": str(runs_dir), "out_dir": str(out_dir), "reference_files": reference_paths,
                         "baseline_experiment": baseline or ""},
             kernel_name="python3", cwd=str(out_dir), progress_bar=False, log_output=False,
-            execution_timeout=timeout_s,
+            execution_timeout=timeout_s, extra_arguments=quiet.kernel_arguments(),
         )
     html = export.export_html(executed, out_dir / "summary.html")
     paths = {"html": html, "notebook": executed}

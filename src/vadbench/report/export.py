@@ -28,6 +28,12 @@ TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block data_png scoped %}
+{%- set alt = output | get_metadata('alt', 'image/png') -%}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"{% if alt %} alt="{{ alt | escape_html }}"{% endif %}>
+</div>
+{%- endblock data_png %}
 {% block extra_css %}
 <style type="text/css">
 .jp-RenderedHTMLCommon table { font-size: 11px; }
