@@ -31,7 +31,8 @@ TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {% block data_png scoped %}
 {%- set alt = output | get_metadata('alt', 'image/png') -%}
 <div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
-<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"{% if alt %} alt="{{ alt | escape_html }}"{% endif %}>
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+{%- if alt %} alt="{{ alt | escape_html }}"{% endif %}>
 </div>
 {%- endblock data_png %}
 {% block extra_css %}
