@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import os
 
+from vadbench.launch.workers import worker_envs
+
 WORKERS_ENV = "PYTEST_XDIST_WORKER_COUNT"  # set by pytest-xdist in each worker before this file is imported
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def share_the_cores(environ: dict[str, str] | os._Environ, cores: int | None) -> None:
-    """Thread variables for one of environ's xdist workers: the cores divided among them (at least 1); outside
-    xdist, or where the user set them, nothing changes."""
+def share_the_cores(environ: dict[str, str] | os._Environ) -> None:
+    """The thread variables `vadbench run --workers N` gives a CPU worker, for one of N xdist workers; outside xdist,
+    or where the user set them, nothing changes."""
     workers = int(environ.get(WORKERS_ENV, "0") or 0)
     if workers < 2:
         return
-    for var in THREAD_VARS:
-        environ.setdefault(var, str(max(1, (cores or 1) // workers)))
+    for var, value in worker_envs(workers, "cpu")[0].items():
+        environ.setdefault(var, value)
 
 
-share_the_cores(os.environ, os.cpu_count())  # before any test module imports torch
+share_the_cores(os.environ)  # before any test module imports torch
 
 
 def pytest_collection_modifyitems(items: list) -> None:
